@@ -42,10 +42,11 @@ class ConfigError(AsyncsupError):
 class SpawnError(AsyncsupError):
     """The OS refused to start a program's command."""
 
-    def __init__(self, process: str, argv0: str, reason: str) -> None:
+    def __init__(self, process: str, argv0: str, reason: str, errno: int | None = None) -> None:
         self.process = process
         self.argv0 = argv0
         self.reason = reason
+        self.errno = errno
         super().__init__(f"{process}: cannot start {argv0!r}: {reason}")
 
 

@@ -90,4 +90,6 @@ class Shutdown:
         await self._requested.wait()
         with anyio.move_on_after(self.remaining()):
             await self._forced.wait()
-        self.force(f"shutdown_timeout of {self.timeout:g}s reached")
+        if not self._forced.is_set():
+            self.exit_code = self.exit_code or 1  # work was cut short: not a clean stop
+            self.force(f"shutdown_timeout of {self.timeout:g}s reached")

@@ -1,0 +1,77 @@
+"""serve(): build the parts from a config, run them in one root task group, return the exit code."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+import anyio
+
+from . import signals
+from ._version import __version__
+from .config import Config, Program
+from .lifecycle import Shutdown
+from .supervisor.runtime import Runtime
+from .supervisor.service import Supervisor
+
+log = logging.getLogger("asyncsup")
+
+
+async def serve(config: Config, runtime: Runtime) -> int:
+    """Run programs (and inline consumers) until shutdown; the order of the stop is in lifecycle.py."""
+    shutdown = runtime.shutdown
+    supervisor = Supervisor(_all_programs(config), runtime)
+    async with anyio.create_task_group() as root:
+        root.start_soon(shutdown.enforce_deadline, name="shutdown deadline")
+        run_reaper = getattr(runtime.reaper, "run", None)
+        if run_reaper is not None:
+            root.start_soon(run_reaper, name="orphan reaper")
+        with signals.installed(shutdown, supervisor.forward_signal):
+            log.info(
+                "asyncsup %s (pid %d): %d program(s), %d inline consumer(s)",
+                __version__, os.getpid(), len(supervisor.programs), len(_inline_consumers(config)),
+            )
+            async with anyio.create_task_group() as work:
+                work.start_soon(supervisor.run, name="supervisor")
+                if _inline_consumers(config):
+                    work.start_soon(_run_consumers, config, shutdown, name="consumers")
+        root.cancel_scope.cancel()
+    log.info("asyncsup stopped (%s), exit code %d", shutdown.reason or "no reason", shutdown.exit_code)
+    return shutdown.exit_code
+
+
+def _all_programs(config: Config) -> dict[str, Program]:
+    programs = dict(config.programs)
+    with contextlib.suppress(ImportError):
+        from .consumer.service import consumer_programs
+
+        programs.update(consumer_programs(config))
+    return programs
+
+
+def _inline_consumers(config: Config) -> list[str]:
+    return [name for name, c in config.consumers.items() if not c.processes]
+
+
+async def _run_consumers(config: Config, shutdown: Shutdown) -> None:
+    from .consumer.service import run_consumers
+
+    await run_consumers(config, shutdown)
+
+
+def make_fds_private() -> None:
+    """Mark every inherited fd above 2 close-on-exec, so children see only 0, 1 and 2.
+
+    uvloop ignores close_fds (reference/PID1.md), so we cannot rely on the spawn to close them; fds
+    we open ourselves are already non-inheritable (PEP 446), only inherited ones need this.
+    """
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, False)
+

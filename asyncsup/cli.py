@@ -1,0 +1,93 @@
+"""argv -> commands. Parsing and dispatch only; the work lives in the modules named by each command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from ._version import __version__
+from .errors import AsyncsupError, ConfigError
+
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"asyncsup: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AsyncsupError as exc:
+        print(f"asyncsup: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # ^C before our handlers exist: no traceback
+        return 130
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asyncsup", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"asyncsup {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more logs (-vv: per message)")
+    common.add_argument("-q", "--quiet", action="count", default=0, help="fewer logs")
+    common.add_argument("--log-format", choices=("text", "json"), help="default: from the config, or text")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="supervise programs and run consumers")
+    run.add_argument("config", help="the TOML config file")
+    run.add_argument("--no-shim", action="store_true", help="as PID 1, reap in-process (no shim)")
+    run.add_argument("--subreaper", action="store_true", help="not PID 1: adopt and reap orphans anyway")
+    loop = os.environ.get("ASYNCSUP_LOOP", "auto")
+    run.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default=loop)
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", parents=[common], help="validate a config and print it resolved")
+    check.add_argument("config")
+    check.set_defaults(func=cmd_check)
+
+    with contextlib.suppress(ImportError):
+        from .consumer.commands import add_commands
+
+        add_commands(sub, common)
+    return parser
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .config import describe, load_config
+
+    config = load_config(args.config)
+    print(json.dumps(describe(config), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .runner import run
+
+    config = load_config(args.config)  # before the shim: a bad config exits 2 right here
+    return run(config, args)
+
+
+def run_loop(main: Callable[[], Coroutine[Any, Any, int]], loop: str = "auto") -> int:
+    """Run a coroutine on uvloop when installed (unless told otherwise), else on asyncio."""
+    if loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if loop == "uvloop":
+                raise
+        else:
+            return int(uvloop.run(main()))
+    return asyncio.run(main())

@@ -1,0 +1,62 @@
+"""`asyncsup run`: become what the process needs to be (shim child, subreaper), then serve.
+
+The order is deliberate: the shim must fork before any thread or event loop exists, fds must be
+made private before the first spawn, and logging goes through a sink thread before anything logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from .app import make_fds_private, serve
+from .cli import run_loop
+from .config import Config
+from .lifecycle import Shutdown
+from .logs import level_from_flags, setup_logging
+from .supervisor.output import LineSink, fd_writer
+from .supervisor.runtime import ChildTracker, NoReaper, Runtime
+
+log = logging.getLogger("asyncsup")
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    reaper = _become_init(args)
+    make_fds_private()
+    json_lines = (args.log_format or config.settings.log_format) == "json"
+    stdout, stderr = LineSink("stdout", fd_writer(1)), LineSink("stderr", fd_writer(2))
+    level = level_from_flags(config.settings.log_level, args.verbose, args.quiet)
+    setup_logging(stderr, level=level, json_lines=json_lines)
+
+    async def main() -> int:
+        shutdown = Shutdown(config.settings.shutdown_timeout)
+        runtime = Runtime(shutdown, stdout, stderr, json_lines=json_lines, reaper=reaper)
+        try:
+            return await serve(config, runtime)
+        finally:
+            runtime.close()
+
+    try:
+        return run_loop(main, args.loop)
+    finally:
+        logging.shutdown()
+        stdout.close()
+        stderr.close()
+
+
+def _become_init(args: argparse.Namespace) -> ChildTracker:
+    """As PID 1, fork the shim (default) or reap in-process; elsewhere, reap only if asked."""
+    if os.getpid() == 1 and not args.no_shim:
+        from .shim import become_init_child
+
+        become_init_child()  # returns in the child, which is pid 2 from now on
+        return NoReaper()
+    if os.getpid() == 1 or args.subreaper:
+        from .reaper import Reaper
+        from .shim import set_subreaper
+
+        if os.getpid() != 1 and not set_subreaper():
+            log.warning("could not become a child subreaper; orphans will not be reaped by asyncsup")
+        return Reaper()
+    return NoReaper()

@@ -1,0 +1,265 @@
+"""Children's output: read from pipes by the loop, framed into whole lines, written by a thread.
+
+Reading uses a Protocol on our own pipe (no StreamReader, no task per child): each chunk is split at
+its last newline and prefixed with one bytes.replace, which keeps the relay near the speed of a raw
+chunk copy. Writing goes through a LineSink: a dedicated thread does the blocking writes, so a slow
+terminal or a full docker log pipe never blocks the loop, and every write is whole lines, so lines of
+two programs never interleave. When a sink's buffer is full the pipe is paused; the child then blocks on
+its own write, which bounds our memory whatever a child prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import cast
+
+MAX_LINE = 64 * 1024  # a longer "line" is cut, so one child cannot make us buffer without bound
+PIPE_SIZE = 1024 * 1024  # F_SETPIPE_SZ: fewer wakeups per MB (measured ~40% faster relay)
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+class LineSink:
+    """Whole-line writes to one destination, done by one thread; safe to call from any thread."""
+
+    def __init__(self, name: str, write: Callable[[bytes], None], limit: int = 1024 * 1024) -> None:
+        self.name = name
+        self.limit = limit
+        self._write = write
+        self._buffer = bytearray()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._on_space: list[Callable[[], None]] = []
+        self._thread = threading.Thread(target=self._run, name=f"asyncsup-sink-{name}", daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._buffer)} bytes pending"
+        return f"<LineSink {self.name}: {state}>"
+
+    def write(self, data: bytes) -> bool:
+        """Queue whole lines; False means the buffer is over its limit (pause the producer)."""
+        with self._cond:
+            self._buffer += data
+            self._cond.notify()
+            return len(self._buffer) < self.limit
+
+    def when_space(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (from the writer thread) once the buffer has drained below its limit."""
+        with self._cond:
+            if len(self._buffer) < self.limit:
+                callback()
+            else:
+                self._on_space.append(callback)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is pending (bounded by timeout) and stop the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._buffer and not self._closed:
+                    self._cond.wait()
+                if not self._buffer:
+                    return
+                data, self._buffer = bytes(self._buffer), bytearray()
+            with contextlib.suppress(OSError):  # a closed stdout must not kill the supervisor
+                self._write(data)
+            self._call_space_waiters()
+
+    def _call_space_waiters(self) -> None:
+        with self._cond:
+            waiters, self._on_space = self._on_space, []
+        for callback in waiters:
+            callback()
+
+
+def fd_writer(fd: int) -> Callable[[bytes], None]:
+    """A write function that writes everything to a (blocking) file descriptor."""
+
+    def write(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    return write
+
+
+class RotatingFile:
+    """Appends to a file, rotating by size to path.1 .. path.N on line boundaries (we write whole lines)."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "ab")  # noqa: SIM115 - kept open for the program's lifetime
+        self._size = self._file.tell()
+
+    def __repr__(self) -> str:
+        return f"<RotatingFile {self.path}: {self._size} bytes>"
+
+    def write(self, data: bytes) -> None:
+        if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
+            self._rotate()
+        self._file.write(data)
+        self._file.flush()
+        self._size += len(data)
+
+    def reopen(self) -> None:
+        """For logrotate (SIGUSR1): start writing to a fresh file at the same path."""
+        self._file.close()
+        self._file = open(self.path, "ab")  # noqa: SIM115
+        self._size = self._file.tell()
+
+    def _rotate(self) -> None:
+        self._file.close()
+        if self.backups:
+            for n in range(self.backups - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{n}")
+                if older.exists():
+                    older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink(missing_ok=True)
+        self._file = open(self.path, "ab")  # noqa: SIM115
+        self._size = 0
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Framer:
+    """Turns a byte stream into prefixed whole lines (text) or JSON lines (json log format)."""
+
+    def __init__(self, process: str, stream: str, json_lines: bool) -> None:
+        self.process = process
+        self.stream = stream
+        self.json_lines = json_lines
+        self._prefix = f"{process} | ".encode()
+        self._partial = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._partial + chunk if self._partial else chunk
+        cut = data.rfind(b"\n") + 1
+        if cut == 0 and len(data) < MAX_LINE:
+            self._partial = data
+            return b""
+        if cut == 0:  # an endless line: cut it so memory stays bounded
+            data, cut = data + b"\n", len(data) + 1
+        self._partial = data[cut:]
+        return self._frame(data[:cut])
+
+    def flush(self) -> bytes:
+        """At EOF: the last line, even without its newline."""
+        rest, self._partial = self._partial, b""
+        return self._frame(rest + b"\n") if rest else b""
+
+    def _frame(self, lines: bytes) -> bytes:
+        if not self.json_lines:
+            return self._prefix + lines[:-1].replace(b"\n", b"\n" + self._prefix) + b"\n"
+        now = time.time()
+        out = []
+        for line in lines[:-1].split(b"\n"):
+            record = {"ts": now, "process": self.process, "stream": self.stream}
+            record["line"] = line.decode("utf-8", "replace")
+            out.append(json.dumps(record, ensure_ascii=False))
+        return ("\n".join(out) + "\n").encode()
+
+
+class PipeRelay(asyncio.Protocol):
+    """Reads one child pipe, frames lines into a sink; pauses the pipe while the sink is full."""
+
+    def __init__(
+        self,
+        framer: Framer,
+        sink: LineSink | None,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
+        self.framer = framer
+        self.sink = sink
+        self.on_line = on_line  # readiness by line: called for each line until it is cleared
+        self.closed = asyncio.get_running_loop().create_future()
+        self._transport: asyncio.ReadTransport | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed.done() else "open"
+        return f"<PipeRelay {self.framer.process} {self.framer.stream}: {state}>"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.ReadTransport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self.on_line is not None:
+            self._match_lines(data)
+        framed = self.framer.feed(data)
+        if framed and self.sink is not None and not self.sink.write(framed):
+            self._pause()
+
+    def eof_received(self) -> bool:
+        tail = self.framer.flush()
+        if tail and self.sink is not None:
+            self.sink.write(tail)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _match_lines(self, data: bytes) -> None:
+        assert self.on_line is not None
+        for line in data.decode("utf-8", "replace").splitlines():
+            if self.on_line is None:
+                break
+            self.on_line(line)
+
+    def _pause(self) -> None:
+        assert self._transport is not None and self.sink is not None
+        self._transport.pause_reading()
+        loop = asyncio.get_running_loop()
+        self.sink.when_space(lambda: _discard(loop.call_soon_threadsafe(self._resume)))
+
+    def _resume(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+
+def _discard(_: object) -> None:
+    pass
+
+
+def make_pipe() -> tuple[int, int]:
+    """A close-on-exec pipe with a large buffer: (read end, write end)."""
+    r, w = os.pipe()
+    with contextlib.suppress(OSError):  # the limit may be lower for non-root; the default still works
+        fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
+    return r, w
+
+
+async def connect_relay(read_fd: int, relay: PipeRelay) -> None:
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: relay, os.fdopen(read_fd, "rb", buffering=0))
+
+
+def line_matcher(pattern: re.Pattern[str], on_match: Callable[[], None]) -> Callable[[str], None]:
+    def check(line: str) -> None:
+        if pattern.search(line):
+            on_match()
+
+    return check

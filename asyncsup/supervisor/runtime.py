@@ -1,0 +1,66 @@
+"""What every supervised process shares: where output goes, who reaps orphans, when we stop."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ..config import Output
+from ..lifecycle import Shutdown
+from .output import LineSink, RotatingFile
+
+
+class ChildTracker(Protocol):
+    """The reaper's view of our own children (asyncsup/reaper.py), so it never steals their status."""
+
+    def spawning(self) -> contextlib.AbstractContextManager[None]: ...
+    def own(self, pid: int) -> None: ...
+    def disown(self, pid: int) -> None: ...
+    def kick(self) -> None: ...
+
+
+class NoReaper:
+    """Used when nobody else's orphans are ours to reap (not PID 1, not a subreaper, or shimmed)."""
+
+    @contextlib.contextmanager
+    def spawning(self) -> Iterator[None]:
+        yield
+
+    def own(self, pid: int) -> None:
+        pass
+
+    def disown(self, pid: int) -> None:
+        pass
+
+    def kick(self) -> None:
+        pass
+
+
+@dataclass
+class Runtime:
+    shutdown: Shutdown
+    stdout: LineSink
+    stderr: LineSink
+    json_lines: bool = False
+    reaper: ChildTracker = field(default_factory=NoReaper)
+    _files: dict[Path, tuple[LineSink, RotatingFile]] = field(default_factory=dict)
+
+    def sink_for(self, output: Output, console: LineSink) -> LineSink | None:
+        """The sink an Output names; file sinks are shared by every process writing that file."""
+        if output.mode == "off":
+            return None
+        if output.mode == "console" or output.file is None:
+            return console
+        if output.file not in self._files:
+            target = RotatingFile(output.file, output.max_bytes, output.backups)
+            self._files[output.file] = (LineSink(str(output.file), target.write), target)
+        return self._files[output.file][0]
+
+    def close(self) -> None:
+        for sink, target in self._files.values():
+            sink.close()
+            target.close()
+        self._files.clear()

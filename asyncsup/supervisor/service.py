@@ -1,0 +1,70 @@
+"""The supervisor: every program, started by priority and dependency, stopped in reverse order."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import anyio
+
+from .._aio import race
+from ..config import Program
+from .program import ProgramRunner
+from .runtime import Runtime
+
+log = logging.getLogger("asyncsup.supervisor")
+
+KILL_GRACE = 5.0  # after SIGKILL a process can still take a moment (or hang in D state): bounded
+
+
+class Supervisor:
+    def __init__(self, programs: Mapping[str, Program], runtime: Runtime) -> None:
+        self.runtime = runtime
+        ordered = sorted(programs.values(), key=lambda p: (p.priority, p.name))
+        self.programs = {p.name: ProgramRunner(p, runtime) for p in ordered}
+
+    def __repr__(self) -> str:
+        return f"<Supervisor {len(self.programs)} programs: {list(self.programs.values())}>"
+
+    async def run(self) -> None:
+        """Run until shutdown is requested, then stop everything in dependency order."""
+        shutdown = self.runtime.shutdown
+        async with anyio.create_task_group() as tg:
+            for runner in self.programs.values():
+                deps = [self.programs[d] for d in runner.program.depends_on]
+                tg.start_soon(runner.run, deps, name=f"program {runner.name}")
+            await shutdown.wait_requested()
+            await race(self._stop_all, self._forced_then_grace)
+            tg.cancel_scope.cancel()
+        for runner in self.programs.values():
+            runner.close()
+
+    async def _forced_then_grace(self) -> None:
+        await self.runtime.shutdown.wait_forced()
+        await anyio.sleep(KILL_GRACE)
+        log.error("some processes did not exit after SIGKILL: %s", self)
+
+    async def _stop_all(self) -> None:
+        """Dependents first: a program stops once everything that depends on it has stopped."""
+        dependents: dict[str, list[ProgramRunner]] = {name: [] for name in self.programs}
+        for runner in self.programs.values():
+            for dep in runner.program.depends_on:
+                dependents[dep].append(runner)
+        async with anyio.create_task_group() as tg:
+            for runner in self.programs.values():
+                tg.start_soon(self._stop_after, runner, dependents[runner.name])
+
+    async def _stop_after(self, runner: ProgramRunner, dependents: list[ProgramRunner]) -> None:
+        for dependent in dependents:
+            await dependent.stopped.wait()
+        await runner.stop()
+        runner.stopped.set()
+
+    def forward_signal(self, signum: int) -> int:
+        """Send a signal to every program that asked for it; returns how many programs got it."""
+        count = 0
+        for runner in self.programs.values():
+            if signum in runner.program.forward_signals:
+                runner.send_signal(signum)
+                count += 1
+        return count
