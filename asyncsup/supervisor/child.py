@@ -17,6 +17,7 @@ from .._aio import race
 from ..config import Program
 from ..errors import SpawnError
 from .backoff import FlapGuard, backoff_delay
+from .execas import wrap_command
 from .exits import ExitStatus, signal_name
 from .output import Framer, PipeRelay, connect_relay, line_matcher, make_pipe
 from .readiness import wait_ready
@@ -190,18 +191,21 @@ class Child:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         program = self.program
+        argv, login_env = wrap_command(
+            program.command, user=program.user, umask=program.umask, process=self.name
+        )
         out_r, out_w = make_pipe()
         err_r, err_w = (-1, -1) if program.redirect_stderr else make_pipe()
         self._ready.clear()
         try:
             with self.runtime.reaper.spawning():
                 process = await asyncio.create_subprocess_exec(
-                    *program.command,
+                    *argv,
                     stdin=None if program.stdin == "inherit" else asyncio.subprocess.DEVNULL,
                     stdout=out_w,
                     stderr=asyncio.subprocess.STDOUT if err_w < 0 else err_w,
                     cwd=program.directory,
-                    env=self._environment(),
+                    env=self._environment(login_env),
                     start_new_session=True,  # own session and group: killpg reaches the whole tree
                 )
                 self.runtime.reaper.own(process.pid)
@@ -234,8 +238,9 @@ class Child:
         await connect_relay(read_fd, relay)
         self._relays = [r for r in self._relays if not r.closed.done()] + [relay]
 
-    def _environment(self) -> dict[str, str]:
+    def _environment(self, login_env: Mapping[str, str]) -> dict[str, str]:
         env = dict(os.environ)
+        env.update(login_env)
         env.update(
             ASYNCSUP_PROGRAM=self.program.name,
             ASYNCSUP_PROCESS_NAME=self.name,
