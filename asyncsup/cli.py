@@ -90,4 +90,15 @@ def run_loop(main: Callable[[], Coroutine[Any, Any, int]], loop: str = "auto") -
                 raise
         else:
             return int(uvloop.run(main()))
+    _use_pidfd_watcher()
     return asyncio.run(main())
+
+
+def _use_pidfd_watcher() -> None:
+    """Before 3.12 asyncio's default watcher runs one thread per live child; pidfds need none."""
+    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
+        try:
+            os.close(os.pidfd_open(os.getpid()))
+        except OSError:  # an old kernel: keep the default watcher
+            return
+        asyncio.set_child_watcher(asyncio.PidfdChildWatcher())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 
 from .app import make_fds_private, serve
 from .cli import run_loop
@@ -24,6 +25,7 @@ log = logging.getLogger("asyncsup")
 def run(config: Config, args: argparse.Namespace) -> int:
     reaper = _become_init(args)
     make_fds_private()
+    raise_fd_limit()
     json_lines = (args.log_format or config.settings.log_format) == "json"
     stdout, stderr = LineSink("stdout", fd_writer(1)), LineSink("stderr", fd_writer(2))
     level = level_from_flags(config.settings.log_level, args.verbose, args.quiet)
@@ -43,6 +45,18 @@ def run(config: Config, args: argparse.Namespace) -> int:
         logging.shutdown()
         stdout.close()
         stderr.close()
+
+
+def raise_fd_limit(target: int = 65536) -> None:
+    """Two pipes per child: 1,000 children need more than the usual soft limit of 1,024 fds.
+
+    Capped at 65,536 rather than the hard limit, because children inherit it and some programs
+    iterate over every possible fd.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = target if hard == resource.RLIM_INFINITY else min(target, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def _become_init(args: argparse.Namespace) -> ChildTracker:
