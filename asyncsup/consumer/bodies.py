@@ -1,0 +1,290 @@
+"""Typed message bodies: JSON data <-> the type a handler annotates.
+
+A handler's first parameter says what its body is: a dataclass, a TypedDict, ``dict`` (or no
+annotation: the raw JSON data), a msgspec ``Struct`` or a pydantic model when those are installed.
+``decoder_for(tp)`` builds, once per handler, a function that turns the envelope's body into that
+type or raises DecodeError naming the field. Dataclass and TypedDict checks are shallow on purpose
+(int/str/float/bool/list/dict/Optional/nested dataclasses): cheap enough for every message, and
+enough to catch the usual deploy mistakes (a renamed field, a string where an int was).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Union
+
+from asyncsup.errors import DecodeError
+
+BodyDecoder = Callable[[Any], Any]
+Check = Callable[[Any], Any]  # returns the (possibly converted) value or raises _Mismatch
+
+_NO_ANNOTATION = (Any, object, None)
+
+
+class _Mismatch(Exception):
+    """A value that does not fit; str() is the field path and the problem."""
+
+
+def _expected(expected: str, value: Any) -> _Mismatch:
+    return _Mismatch(f"expected {expected}, got {_describe(value)}")
+
+
+def decoder_for(tp: Any) -> BodyDecoder:
+    """The function that decodes a JSON body into `tp` (or raises DecodeError)."""
+    if tp in _NO_ANNOTATION or tp is typing.Any:
+        return _identity
+    origin = typing.get_origin(tp) or tp
+    if origin in (dict, Mapping):
+        return _plain_object
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _top_level(_dataclass_check(tp), tp.__name__)
+    if typing.is_typeddict(tp):
+        return _top_level(_typeddict_check(tp), tp.__name__)
+    special = _library_decoder(tp)
+    if special is not None:
+        return special
+    raise TypeError(
+        f"cannot decode message bodies into {tp!r}: annotate the handler with a dataclass, "
+        "a TypedDict, dict, a msgspec Struct or a pydantic model"
+    )
+
+
+def _identity(body: Any) -> Any:
+    return body
+
+
+def _plain_object(body: Any) -> Any:
+    if type(body) is not dict:
+        raise DecodeError(f"body: expected an object, got {_describe(body)}")
+    return body
+
+
+def _top_level(check: Check, name: str) -> BodyDecoder:
+    def decode(body: Any) -> Any:
+        try:
+            return check(body)
+        except _Mismatch as exc:
+            raise DecodeError(f"body does not fit {name}: {exc}") from None
+
+    return decode
+
+
+def _dataclass_check(cls: type) -> Check:
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    checks = {f.name: _check_for(hints.get(f.name, Any)) for f in fields}
+    required = frozenset(
+        f.name
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    return _object_check(cls, cls.__name__, checks, required)
+
+
+def _typeddict_check(cls: type) -> Check:
+    hints = typing.get_type_hints(cls)
+    checks = {name: _check_for(tp) for name, tp in hints.items()}
+    required = frozenset(getattr(cls, "__required_keys__", hints.keys()))
+    return _object_check(dict, cls.__name__, checks, required)
+
+
+def _object_check(
+    build: Callable[..., Any], name: str, checks: dict[str, Check], required: frozenset[str]
+) -> Check:
+    known = frozenset(checks)
+
+    def check(value: Any) -> Any:
+        if type(value) is not dict:
+            raise _expected(f"an object ({name})", value)
+        if not value.keys() <= known:
+            raise _Mismatch(f"unknown field(s) {_names(value.keys() - known)} for {name}")
+        if not required <= value.keys():
+            raise _Mismatch(f"missing required field(s) {_names(required - value.keys())}")
+        out = {}
+        for key, item in value.items():
+            try:
+                out[key] = checks[key](item)
+            except _Mismatch as exc:
+                raise _Mismatch(f"{key}: {exc}") from None
+        return build(**out)
+
+    return check
+
+
+def _names(keys: Any) -> str:
+    return ", ".join(repr(k) for k in sorted(keys))
+
+
+def _check_for(tp: Any) -> Check:  # noqa: C901 - one branch per supported annotation
+    if tp in _NO_ANNOTATION or tp is typing.Any:
+        return _identity
+    origin = typing.get_origin(tp)
+    if origin is Union or origin is types.UnionType:
+        return _union_check([_check_for(a) for a in typing.get_args(tp)], tp)
+    if origin is typing.Literal:
+        return _literal_check(typing.get_args(tp))
+    if tp is type(None):
+        return _exact(type(None), "null")
+    if tp is bool:
+        return _exact(bool, "a boolean")
+    if tp is int:
+        return _exact(int, "an integer")
+    if tp is float:
+        return _float
+    if tp is str:
+        return _exact(str, "a string")
+    base = origin or tp
+    if base in (list, tuple, set, frozenset):
+        return _sequence_check(base)
+    if base in (dict, Mapping):
+        return _exact(dict, "an object")
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _dataclass_check(tp)
+    if typing.is_typeddict(tp):
+        return _typeddict_check(tp)
+    return _identity  # a type we do not check shallowly: passed through as JSON data
+
+
+def _exact(kind: type, expected: str) -> Check:
+    def check(value: Any) -> Any:
+        if type(value) is not kind:
+            raise _expected(expected, value)
+        return value
+
+    return check
+
+
+def _float(value: Any) -> Any:
+    kind = type(value)
+    if kind is float:
+        return value
+    if kind is int:
+        return float(value)
+    raise _expected("a number", value)
+
+
+def _sequence_check(kind: type) -> Check:
+    def check(value: Any) -> Any:
+        if type(value) is not list:
+            raise _expected("an array", value)
+        return value if kind is list else kind(value)
+
+    return check
+
+
+def _union_check(checks: list[Check], tp: Any) -> Check:
+    def check(value: Any) -> Any:
+        for one in checks:
+            try:
+                return one(value)
+            except _Mismatch:
+                continue
+        raise _expected(_type_name(tp), value)
+
+    return check
+
+
+def _literal_check(allowed: tuple[Any, ...]) -> Check:
+    def check(value: Any) -> Any:
+        if value not in allowed or type(value) not in {type(a) for a in allowed}:
+            raise _expected(f"one of {', '.join(map(repr, allowed))}", value)
+        return value
+
+    return check
+
+
+def _library_decoder(tp: Any) -> BodyDecoder | None:
+    """msgspec Structs and pydantic models decode with their own validators, if installed."""
+    module = getattr(tp, "__module__", "") or ""
+    if not isinstance(tp, type):
+        return None
+    if any(c.__module__.startswith("msgspec") for c in tp.__mro__[1:]):
+        return _msgspec_decoder(tp)
+    if hasattr(tp, "model_validate") and ("pydantic" in module or _is_pydantic(tp)):
+        return _pydantic_decoder(tp)
+    return None
+
+
+def _is_pydantic(tp: type) -> bool:
+    return any(c.__module__.startswith("pydantic") for c in tp.__mro__[1:])
+
+
+def _msgspec_decoder(tp: type) -> BodyDecoder:
+    import msgspec
+
+    def decode(body: Any) -> Any:
+        try:
+            return msgspec.convert(body, tp)
+        except msgspec.ValidationError as exc:
+            raise DecodeError(f"body does not fit {tp.__name__}: {exc}") from None
+
+    return decode
+
+
+def _pydantic_decoder(tp: type) -> BodyDecoder:
+    validate = tp.model_validate  # type: ignore[attr-defined]
+
+    def decode(body: Any) -> Any:
+        try:
+            return validate(body)
+        except ValueError as exc:  # pydantic.ValidationError is a ValueError
+            raise DecodeError(f"body does not fit {tp.__name__}: {exc}") from None
+
+    return decode
+
+
+def to_json_data(message: Any) -> Any:
+    """A message object as plain JSON data: dataclasses, msgspec Structs, pydantic models, dicts."""
+    if dataclasses.is_dataclass(message) and not isinstance(message, type):
+        return {f.name: to_json_data(getattr(message, f.name)) for f in dataclasses.fields(message)}
+    if isinstance(message, (list, tuple, set, frozenset)):
+        return [to_json_data(v) for v in message]
+    if type(message) is dict:
+        return {k: to_json_data(v) for k, v in message.items()}
+    dump = getattr(message, "model_dump", None)
+    if dump is not None:
+        return dump(mode="json")
+    if hasattr(type(message), "__struct_fields__"):
+        import msgspec
+
+        return msgspec.to_builtins(message)
+    return message
+
+
+def type_name_of(message: Any) -> str:
+    """The type a message object is sent as: its class name (a dict needs an explicit type)."""
+    if isinstance(message, (dict, list, str, int, float, bool)) or message is None:
+        raise TypeError(
+            f"a {type(message).__name__} body has no message type: pass type='Name' "
+            "or send a dataclass instance"
+        )
+    return type(message).__name__
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{_json_kind(value)} {text}"
+
+
+def _json_kind(value: Any) -> str:
+    return _JSON_KINDS.get(type(value), type(value).__name__)
+
+
+_JSON_KINDS = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+    type(None): "null",
+}

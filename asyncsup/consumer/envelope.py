@@ -1,0 +1,142 @@
+"""The wire format: one JSON envelope around every message body.
+
+    {"id": "…", "type": "ResizeImage", "version": 1, "body": {…},
+     "headers": {"attempt": 1, "sent_at": 1790000000.123, …}}
+
+``type`` picks the handler, ``body`` is decoded by the handler's annotated type (bodies.py),
+``headers.attempt`` counts handler attempts (1 = first try; a retry re-sends with attempt + 1).
+Anything that is not such an envelope is a DecodeError: the consumer sends it to the failure
+queue with the reason, it never crashes on it and never drops it.
+
+msgspec's JSON codec is used when installed (about 8x faster than the stdlib); both produce and
+accept the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from asyncsup.errors import DecodeError
+
+_loads: Callable[[bytes], Any]
+_dumps: Callable[[Any], bytes]
+_codec_errors: tuple[type[Exception], ...]
+
+try:
+    import msgspec  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # pragma: no cover - depends on the environment
+    _codec_errors = (ValueError, RecursionError)
+    _loads = json.loads
+
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+else:
+    _codec_errors = (ValueError, RecursionError, msgspec.DecodeError)
+    _loads = msgspec.json.decode
+    _dumps = msgspec.json.encode
+
+_encode_errors = (TypeError, OverflowError, *_codec_errors)
+
+ENVELOPE_KEYS = frozenset({"id", "type", "version", "body", "headers"})
+
+
+@dataclass(slots=True)
+class Envelope:
+    """One message as it travels: identity, type, body (plain JSON data) and headers."""
+
+    id: str
+    type: str
+    body: Any
+    version: int = 1
+    headers: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"<Envelope {self.type} {self.id}, attempt {self.attempt}>"
+
+    @property
+    def attempt(self) -> int:
+        """Which handler attempt this delivery is (1 = first); garbage counts as 1."""
+        value = self.headers.get("attempt", 1)
+        return value if type(value) is int and value >= 1 else 1
+
+
+def new_id() -> str:
+    """A random 96-bit id in hex: unique enough, and 5x cheaper than uuid4()."""
+    return os.urandom(12).hex()
+
+
+def new_envelope(
+    message_type: str,
+    body: Any,
+    *,
+    headers: Mapping[str, Any] | None = None,
+    version: int = 1,
+) -> Envelope:
+    """A fresh envelope for sending: attempt 1, sent now."""
+    head: dict[str, Any] = {"attempt": 1, "sent_at": round(time.time(), 6)}
+    if headers:
+        head.update(headers)
+    return Envelope(id=new_id(), type=message_type, body=body, version=version, headers=head)
+
+
+def encode(envelope: Envelope) -> bytes:
+    """The envelope as compact UTF-8 JSON bytes."""
+    try:
+        return _dumps(
+            {
+                "id": envelope.id,
+                "type": envelope.type,
+                "version": envelope.version,
+                "body": envelope.body,
+                "headers": envelope.headers,
+            }
+        )
+    except _encode_errors as exc:
+        raise DecodeError(f"message {envelope.type} cannot be encoded as JSON: {exc}") from exc
+
+
+def decode(data: bytes) -> Envelope:
+    """Parse and check envelope bytes; DecodeError says exactly what is wrong."""
+    try:
+        raw = _loads(data)
+    except _codec_errors as exc:
+        raise DecodeError(f"not a JSON envelope: {_short(exc)}") from exc
+    if type(raw) is not dict:
+        raise DecodeError(f"not a JSON envelope: top level is {type(raw).__name__}, not an object")
+    try:
+        env = Envelope(raw["id"], raw["type"], raw["body"], raw.get("version", 1), raw["headers"])
+    except KeyError as exc:
+        raise DecodeError(f"envelope has no {exc.args[0]!r} key") from exc
+    _check_fields(env, raw)
+    return env
+
+
+def _check_fields(env: Envelope, raw: dict[str, Any]) -> None:
+    if type(env.id) is not str or type(env.type) is not str or not env.type:
+        raise DecodeError("envelope 'id' and 'type' must be non-empty strings")
+    if type(env.version) is not int:
+        raise DecodeError(f"envelope 'version' must be an integer, got {env.version!r}")
+    if type(env.headers) is not dict:
+        raise DecodeError("envelope 'headers' must be an object")
+    if len(raw) > 5 and not raw.keys() <= ENVELOPE_KEYS:
+        unknown = sorted(raw.keys() - ENVELOPE_KEYS)
+        raise DecodeError(f"envelope has unknown keys: {', '.join(unknown)}")
+
+
+def peek_type(data: bytes) -> str:
+    """The message type of envelope bytes, or a placeholder when they do not decode (for logs)."""
+    try:
+        return decode(data).type
+    except DecodeError:
+        return "<undecodable>"
+
+
+def _short(exc: Exception, limit: int = 200) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "…"

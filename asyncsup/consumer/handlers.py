@@ -1,0 +1,191 @@
+"""@handler marks functions; a HandlerRegistry, built from a consumer's modules, collects them.
+
+The decorator registers nothing anywhere: it only stores a mark on the function, so importing a
+module twice, or two consumers with different handler sets in one process, cannot collide. The
+registry imports the modules a consumer names (``handlers = ["app.handlers"]``), picks up the marked
+functions and refuses two handlers for one message type at startup, naming both.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import typing
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+from asyncsup.consumer.bodies import BodyDecoder, decoder_for
+from asyncsup.errors import ConfigError, NoHandler
+
+log = logging.getLogger("asyncsup.consumer")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MARK = "__asyncsup_handler__"
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerMark:
+    """What @handler stores on a function: the message type it handles (None = from annotation)."""
+
+    message_type: str | None
+
+
+@overload
+def handler(func: F, /) -> F: ...
+@overload
+def handler(message_type: str | None = None, /) -> Callable[[F], F]: ...
+
+
+def handler(arg: Any = None, /) -> Any:
+    """Mark a function as the handler of a message type.
+
+    ``@handler`` takes the type name from the first parameter's annotation (a dataclass named
+    ResizeImage handles "ResizeImage" messages); ``@handler("DeleteImage")`` names it explicitly.
+    Async functions run on the loop; plain functions run in a worker thread.
+    """
+    if callable(arg):
+        return _mark(arg, None)
+    if arg is not None and (not isinstance(arg, str) or not arg):
+        raise TypeError(f"@handler takes a message type name, got {arg!r}")
+    return lambda func: _mark(func, arg)
+
+
+def _mark(func: F, message_type: str | None) -> F:
+    if message_type is None:
+        _annotation_name(func)  # fail at import time, not at consumer start
+    setattr(func, MARK, HandlerMark(message_type))
+    return func
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """One registered handler, ready to call: how to decode its body and whether it is async."""
+
+    message_type: str
+    func: Callable[[Any], Any]
+    decode: BodyDecoder
+    is_async: bool
+
+    def __repr__(self) -> str:
+        kind = "async" if self.is_async else "sync, runs in a thread"
+        return f"<Handler {self.message_type} -> {qualified_name(self.func)} ({kind})>"
+
+
+class HandlerRegistry:
+    """Message type -> handler, for one consumer. Built once, read for every message."""
+
+    def __init__(self, *, origin: tuple[str, str] = ("handlers", "")) -> None:
+        self._specs: dict[str, HandlerSpec] = {}
+        self._origin = origin  # (file, key path) that errors name
+
+    def __repr__(self) -> str:
+        return f"<HandlerRegistry with {len(self._specs)} handlers: {', '.join(self.types())}>"
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __contains__(self, message_type: object) -> bool:
+        return message_type in self._specs
+
+    def __iter__(self) -> Iterator[HandlerSpec]:
+        return iter(self._specs.values())
+
+    @classmethod
+    def from_modules(
+        cls, modules: Iterable[str], *, origin: tuple[str, str] = ("handlers", "")
+    ) -> HandlerRegistry:
+        """Import each module and register every @handler function found in it."""
+        registry = cls(origin=origin)
+        for name in modules:
+            module = registry._import(name)
+            found = [v for v in vars(module).values() if hasattr(v, MARK)]
+            if not found:
+                log.warning("module %s has no @handler functions", name)
+            for func in found:
+                registry.add(func)
+        return registry
+
+    def add(self, func: Callable[..., Any], message_type: str | None = None) -> HandlerSpec:
+        """Register one function (marked with @handler, or with an explicit message_type)."""
+        mark = getattr(func, MARK, None)
+        if message_type is None:
+            message_type = (mark.message_type if mark else None) or _annotation_name(func)
+        spec = HandlerSpec(message_type, func, decoder_for(_body_type(func)), _is_async(func))
+        existing = self._specs.get(message_type)
+        if existing is not None and existing.func is not func:
+            raise self._error(
+                f"two handlers for message type {message_type!r}: "
+                f"{qualified_name(existing.func)} and {qualified_name(func)}"
+            )
+        self._specs[message_type] = spec
+        return spec
+
+    def get(self, message_type: str) -> HandlerSpec:
+        """The handler for a message type; NoHandler (-> failure queue) when there is none."""
+        spec = self._specs.get(message_type)
+        if spec is None:
+            raise NoHandler(message_type, self._specs)
+        return spec
+
+    def types(self) -> list[str]:
+        return sorted(self._specs)
+
+    def _import(self, name: str) -> Any:
+        try:
+            return importlib.import_module(name)
+        except ImportError as exc:
+            raise self._error(f"cannot import handler module {name!r}: {exc}") from exc
+
+    def _error(self, problem: str) -> ConfigError:
+        return ConfigError(self._origin[0], self._origin[1], problem)
+
+
+def qualified_name(func: Callable[..., Any]) -> str:
+    module = getattr(func, "__module__", None) or "?"
+    return f"{module}.{getattr(func, '__qualname__', repr(func))}"
+
+
+def _first_parameter(func: Callable[..., Any]) -> inspect.Parameter:
+    params = list(inspect.signature(func).parameters.values())
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if not params or params[0].kind not in positional:
+        name = qualified_name(func)
+        raise TypeError(f"handler {name} must take the message body as its first argument")
+    return params[0]
+
+
+def _annotation_name(func: Callable[..., Any]) -> str:
+    """The message type named by the body annotation: a class name, or its string form."""
+    annotation = _first_parameter(func).annotation
+    if isinstance(annotation, str):  # `from __future__ import annotations`: no import needed
+        name = annotation.strip("'\"").rsplit(".", 1)[-1]
+    else:
+        name = getattr(annotation, "__name__", "")
+    if not name or name in ("dict", "Any", "object", "Mapping") or "[" in name:
+        raise TypeError(
+            f"handler {qualified_name(func)}: the body annotation does not name a message type; "
+            "use @handler('TypeName') or annotate the body with a dataclass"
+        )
+    return name
+
+
+def _body_type(func: Callable[..., Any]) -> Any:
+    """The body's annotated type, resolved (string annotations included)."""
+    param = _first_parameter(func)
+    if param.annotation is inspect.Parameter.empty:
+        return Any
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception as exc:  # a NameError in a forward reference: say which handler
+        name = qualified_name(func)
+        raise TypeError(f"handler {name}: cannot resolve its annotations: {exc}") from exc
+    return hints.get(param.name, Any)
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
