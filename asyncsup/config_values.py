@@ -187,8 +187,8 @@ def choice(*options: str) -> Reader:
     return read
 
 
-def duration(minimum: float = 0.0, positive: bool = False) -> Reader:
-    """Seconds, from a number or a string like "1m30s"; > 0 when positive, else >= minimum."""
+def duration(positive: bool = False) -> Reader:
+    """Seconds, from a number or a string like "1m30s"; > 0 when positive, else >= 0."""
 
     def read(value: Value) -> float:
         if isinstance(value.raw, bool) or not isinstance(value.raw, (int, float, str)):
@@ -199,8 +199,6 @@ def duration(minimum: float = 0.0, positive: bool = False) -> Reader:
             raise value.fail(str(exc)) from None
         if positive and seconds <= 0:
             raise value.expected("a duration > 0")
-        if seconds < minimum:
-            raise value.expected(f"a duration >= {units.format_duration(minimum)}")
         return seconds
 
     return read
