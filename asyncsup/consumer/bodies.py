@@ -176,6 +176,11 @@ def _sequence_check(kind: type) -> Check:
 
 
 def _union_check(checks: list[Check], tp: Any) -> Check:
+    args = typing.get_args(tp)
+    if len(args) == 2 and type(None) in args:  # Optional[X]: report X's own error, with its path
+        inner = checks[1] if args[0] is type(None) else checks[0]
+        return lambda value: None if value is None else inner(value)
+
     def check(value: Any) -> Any:
         for one in checks:
             try:

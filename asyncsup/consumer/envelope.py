@@ -124,7 +124,7 @@ def _check_fields(env: Envelope, raw: dict[str, Any]) -> None:
         raise DecodeError(f"envelope 'version' must be an integer, got {env.version!r}")
     if type(env.headers) is not dict:
         raise DecodeError("envelope 'headers' must be an object")
-    if len(raw) > 5 and not raw.keys() <= ENVELOPE_KEYS:
+    if not raw.keys() <= ENVELOPE_KEYS:
         unknown = sorted(raw.keys() - ENVELOPE_KEYS)
         raise DecodeError(f"envelope has unknown keys: {', '.join(unknown)}")
 

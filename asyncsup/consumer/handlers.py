@@ -54,8 +54,9 @@ def handler(arg: Any = None, /) -> Any:
 
 
 def _mark(func: F, message_type: str | None) -> F:
+    _first_parameter(func)  # fail at import time, not at consumer start
     if message_type is None:
-        _annotation_name(func)  # fail at import time, not at consumer start
+        _annotation_name(func)
     setattr(func, MARK, HandlerMark(message_type))
     return func
 
@@ -177,8 +178,9 @@ def _body_type(func: Callable[..., Any]) -> Any:
     param = _first_parameter(func)
     if param.annotation is inspect.Parameter.empty:
         return Any
+    target = func if inspect.isfunction(func) or inspect.ismethod(func) else type(func).__call__
     try:
-        hints = typing.get_type_hints(func)
+        hints = typing.get_type_hints(target)
     except Exception as exc:  # a NameError in a forward reference: say which handler
         name = qualified_name(func)
         raise TypeError(f"handler {name}: cannot resolve its annotations: {exc}") from exc
