@@ -17,9 +17,8 @@ What the shim (the parent, PID 1) does, and nothing else:
   from a log write to a closed stderr);
 * reaps every child with ``waitpid(-1, WNOHANG)`` and logs each orphan at INFO as
   ``reaped orphan pid 123 (exit 7)`` on the ``asyncsup.reaper`` logger: the same line the
-  in-process reaper writes, so both modes read alike. Configure logging before calling
-  ``become_init_child()`` and the shim follows that format and level; otherwise it writes the
-  house text format to stderr;
+  in-process reaper writes, so both modes read alike; level and format are passed in, since
+  the supervisor sets its logging up only after the fork;
 * exits with the supervisor's status (its exit code, or 128+N for signal N). Exiting makes the
   kernel SIGKILL whatever is left in the PID namespace, setsid'ed daemons included.
 
@@ -60,18 +59,18 @@ _FAULTS = {
 _UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
 
 FORWARDED_SIGNALS: frozenset[signal.Signals] = frozenset(
-    s
-    for s in signal.Signals
-    if s < 32 and s not in _JOB_CONTROL | _FAULTS | _UNCATCHABLE | {signal.SIGCHLD}
+    s for s in signal.Signals if s < 32 and s not in _JOB_CONTROL | _FAULTS | _UNCATCHABLE | {signal.SIGCHLD}
 )
 """What the shim passes on to the supervisor, which must handle (or mean to die of) each."""
 
 
-def become_init_child() -> None:
+def become_init_child(*, log_level: int = logging.INFO, json_logs: bool = False) -> None:
     """Fork: the parent stays PID 1 as the shim and never returns; the child returns as pid 2.
 
     Call it before any thread, event loop or subprocess exists: a thread would not survive the
     fork, and a child spawned before it would be reaped by the shim behind its owner's back.
+    ``log_level`` and ``json_logs`` make the shim's lines match the supervisor's logging, which
+    is set up only after the fork (its sink is a thread).
     """
     everything = signal.valid_signals()
     signal.pthread_sigmask(signal.SIG_BLOCK, everything)
@@ -79,6 +78,7 @@ def become_init_child() -> None:
     if supervisor == 0:
         _become_supervisor()
         return
+    _setup_logging(log_level, json_logs)
     _run_init(supervisor, everything)
 
 
@@ -106,7 +106,6 @@ def _ignore(signum: int, frame: object) -> None:
 
 def _run_init(supervisor: int, waited: set[signal.Signals]) -> NoReturn:
     """The shim's whole life: forward, reap, and exit with the supervisor's status."""
-    _ensure_log_handler()
     me = os.getpid()
     while True:
         info = signal.sigtimedwait(waited, _WAKE_EVERY)
@@ -152,19 +151,15 @@ def describe_status(status: int) -> str:
     return f"exit {os.WEXITSTATUS(status)}"
 
 
-def _ensure_log_handler() -> None:
-    """Give the shim's INFO lines a home when nobody configured logging before the fork."""
-    if log.hasHandlers():
-        return  # configured before the fork: follow its format and level
+def _setup_logging(level: int, json_logs: bool) -> None:
+    """The shim's own handler: plain blocking writes to stderr (no sink thread in PID 1)."""
+    from .logs import JsonFormatter, TextFormatter
+
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter(
-            "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"
-        )
-    )
+    handler.setFormatter(JsonFormatter() if json_logs else TextFormatter())
     log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    log.setLevel(level)
+    log.propagate = False  # whatever the root logger has was set up for the supervisor
 
 
 def set_subreaper() -> bool:
