@@ -1,0 +1,248 @@
+"""`asyncsup send`, `consume`, `stats` and `failed`: argparse wiring and the consume entry point.
+
+Each command is `func(args) -> exit code`. `consume` is the process a supervisor runs N times
+(``processes = N``): it handles SIGTERM/SIGINT itself (drain; a second signal forces), and exits 0
+both after a shutdown and when a limit stops it, so the supervisor simply starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from asyncsup.config import Config, Consumer
+from asyncsup.consumer import admin
+from asyncsup.consumer.send import Sender, message_bytes
+from asyncsup.consumer.wiring import as_config, build_registry, find_consumer, opened
+from asyncsup.consumer.worker import Worker
+from asyncsup.errors import ConfigError
+from asyncsup.lifecycle import Shutdown
+
+log = logging.getLogger("asyncsup.consumer")
+
+SubParsers = Any  # argparse's _SubParsersAction is private
+
+
+def add_commands(subparsers: SubParsers, common: argparse.ArgumentParser | None = None) -> None:
+    """Add send, consume, stats and failed to the top-level `asyncsup` parser."""
+    parents = [common] if common is not None else []
+    _add_send(subparsers.add_parser("send", parents=parents, help="send messages to a transport"))
+    _add_consume(
+        subparsers.add_parser("consume", parents=parents, help="consume transports with Python handlers")
+    )
+    admin.add_stats(subparsers.add_parser("stats", parents=parents, help="queue depths per transport"))
+    admin.add_failed(
+        subparsers.add_parser("failed", parents=parents, help="show, retry or remove failed messages")
+    )
+
+
+def config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", help="the TOML config file (names the transports)")
+
+
+# --- send ----------------------------------------------------------------------------------------
+
+
+def _add_send(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("transport", help="a transport name from the config, or a URL")
+    parser.add_argument("type", help="the message type, e.g. ResizeImage")
+    parser.add_argument("body", help="the JSON body, or - to read one JSON body per line from stdin")
+    parser.add_argument("--delay", type=_duration, default=0.0, help="deliver after this long (30s, 5m)")
+    config_option(parser)
+    parser.set_defaults(func=cmd_send)
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    setup_logging(args)
+    config = as_config(args.config)
+    return run_async(lambda: _send(config, args))
+
+
+async def _send(config: Config | None, args: argparse.Namespace) -> int:
+    bodies = _stdin_bodies() if args.body == "-" else iter([(1, args.body)])
+    async with Sender(args.transport, config=config) as sender:
+        ids = await sender.publish_raw(
+            (message_bytes(_json_body(n, text), type=args.type) for n, text in bodies), delay=args.delay
+        )
+    if args.body == "-":
+        print(f"sent {len(ids)} message(s) to {args.transport}", file=sys.stderr)
+    else:
+        print(ids[0])
+    return 0
+
+
+def _stdin_bodies() -> Any:
+    for n, line in enumerate(sys.stdin, 1):
+        if line.strip():
+            yield n, line
+
+
+def _json_body(line: int, text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        where = f"line {line}: " if line > 1 or text.endswith("\n") else ""
+        raise ConfigError("send", "body", f"{where}not JSON: {exc}") from None
+
+
+# --- consume -------------------------------------------------------------------------------------
+
+
+def _add_consume(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("transports", nargs="*", help="transport names (or URLs) in priority order, highest first")
+    add("--consumer", help="run this [consumers.NAME] from the config")
+    add("--handlers", help="comma-separated modules with @handler functions")
+    add("--concurrency", type=_positive, help="handlers running at once (default 16)")
+    add("--prefetch", type=_non_negative, help="messages received ahead (default: = concurrency)")
+    add("--failure-transport", help="where messages that cannot be handled go")
+    add("--limit", type=_non_negative, help="stop after this many messages")
+    add("--time-limit", type=_duration, help="stop after this long (1h, 30m)")
+    add("--memory-limit", type=_size, help="stop when RSS reaches this (256MB)")
+    add("--failure-limit", type=_non_negative, help="stop after this many failed messages")
+    add("--lease", type=_duration, help="how long a received message stays hidden (default 30s)")
+    config_option(parser)
+    parser.set_defaults(func=cmd_consume)
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    config = as_config(args.config)
+    setup_logging(args, config)
+    consumer = consumer_from_args(config, args)
+    registry = build_registry(config, consumer)
+    timeout = config.settings.shutdown_timeout if config is not None else 30.0
+    return run_async(lambda: _consume(config, consumer, registry, timeout))
+
+
+def consumer_from_args(config: Config | None, args: argparse.Namespace) -> Consumer:
+    """The [consumers.NAME] table (or defaults), with the command line's flags on top."""
+    if args.consumer:
+        if config is None:
+            raise ConfigError("command line", "--consumer", "needs -c/--config FILE")
+        base = find_consumer(config, args.consumer)
+    else:
+        base = _matching_consumer(config, args.transports) or Consumer("consume", (), ())
+    changes: dict[str, Any] = {
+        field: getattr(args, field) for field in _FLAG_FIELDS if getattr(args, field) is not None
+    }
+    if args.transports:
+        changes["transports"] = tuple(args.transports)
+    if args.handlers:
+        changes["handlers"] = tuple(h.strip() for h in args.handlers.split(",") if h.strip())
+    consumer = dataclasses.replace(base, **changes)
+    if not consumer.transports:
+        raise ConfigError("command line", "transports", "name at least one transport, or --consumer NAME")
+    if not consumer.handlers:
+        raise ConfigError("command line", "--handlers", "name the modules with your @handler functions")
+    return consumer
+
+
+_FLAG_FIELDS = ("concurrency", "prefetch", "failure_transport", "limit", "time_limit", "memory_limit",
+                "failure_limit", "lease")  # fmt: skip
+
+
+def _matching_consumer(config: Config | None, transports: list[str]) -> Consumer | None:
+    """The one configured consumer of exactly these transports, whose handlers and policy apply."""
+    if config is None or not transports:
+        return None
+    found = [c for c in config.consumers.values() if set(transports) <= set(c.transports)]
+    return found[0] if len(found) == 1 else None
+
+
+async def _consume(config: Config | None, consumer: Consumer, registry: Any, drain: float) -> int:
+    shutdown = Shutdown(drain)
+    failure_names = [consumer.failure_transport] if consumer.failure_transport else []
+    names = list(consumer.transports)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_watch_signals, shutdown)
+        tg.start_soon(shutdown.enforce_deadline)
+        async with opened(config, [*names, *failure_names]) as sources:
+            failure = sources[len(names)] if failure_names else None
+            worker = Worker(consumer, sources[: len(names)], registry, shutdown=shutdown, failure=failure)
+            await worker.run()
+        tg.cancel_scope.cancel()
+    return 0  # a limit or a shutdown: either way the supervisor may start a fresh one
+
+
+async def _watch_signals(shutdown: Shutdown) -> None:
+    """Only record: the worker sees the shutdown and drains; a second signal forces."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if shutdown.requested:
+                log.warning("%s received again: stopping now", name)
+            else:
+                log.info("%s received: draining (send it again to stop now)", name)
+            shutdown.request(f"{name} received")
+
+
+# --- shared --------------------------------------------------------------------------------------
+
+
+def run_async(main: Callable[[], Awaitable[int]]) -> int:
+    """Run on uvloop when installed, else on asyncio."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return anyio.run(main)
+    return anyio.run(main, backend_options={"use_uvloop": True})
+
+
+def setup_logging(args: argparse.Namespace, config: Config | None = None) -> None:
+    from asyncsup.logs import JsonFormatter, TextFormatter, level_from_flags
+
+    configured = config.settings.log_level if config is not None else "info"
+    level = level_from_flags(configured, getattr(args, "verbose", 0), getattr(args, "quiet", 0))
+    fmt = getattr(args, "log_format", None) or (config.settings.log_format if config else "text")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("asyncio").setLevel(max(level, logging.WARNING))
+
+
+def _duration(text: str) -> float:
+    from asyncsup.units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size(text: str) -> int:
+    from asyncsup.units import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
