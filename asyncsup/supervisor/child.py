@@ -23,6 +23,7 @@ from .output import Framer, PipeRelay, connect_relay, line_matcher, make_pipe
 from .readiness import wait_ready
 from .runtime import Runtime
 from .states import State
+from .tail import OutputTail
 
 log = logging.getLogger("asyncsup.supervisor")
 
@@ -68,7 +69,9 @@ class Child:
         self._relays: list[PipeRelay] = []
         self._settled = asyncio.Event()
         self._settled.set()
+        self._changed = asyncio.Event()  # set and replaced at each state change (wait_change)
         self._not_ready = False
+        self.tails = {"stdout": OutputTail(), "stderr": OutputTail()}  # for `asyncsup ctl tail`
 
     def __repr__(self) -> str:
         pid = f" pid {self.process.pid}" if self.process and self.state.is_up else ""
@@ -82,6 +85,8 @@ class Child:
     # -- requests (called by the program, the control plane, the shutdown) ---------------------
 
     def start(self) -> None:
+        if self.state.is_settled:  # an explicit start (or restart from FATAL) gets fresh retries
+            self.failures = 0
         self._stop.clear()
         self._wanted.set()
 
@@ -112,6 +117,11 @@ class Child:
     async def wait_settled(self) -> None:
         """Until nothing will happen without a request: STOPPED, EXITED or FATAL."""
         await self._settled.wait()
+
+    async def wait_change(self) -> State:
+        """Until the next state change; returns the new state (`ctl start` waits on this)."""
+        await self._changed.wait()
+        return self.state
 
     async def _live(self) -> tuple[ExitStatus, bool]:
         """One life of the process: spawn, reach RUNNING, exit (by itself or by request)."""
@@ -234,7 +244,7 @@ class Child:
         on_line = None
         if ready is not None and ready.line is not None and stream == "stdout":
             on_line = line_matcher(ready.line, self._ready.set)
-        relay = PipeRelay(framer, self.runtime.sink_for(output, console), on_line)
+        relay = PipeRelay(framer, self.runtime.sink_for(output, console), on_line, self.tails[stream])
         await connect_relay(read_fd, relay)
         self._relays = [r for r in self._relays if not r.closed.done()] + [relay]
 
@@ -282,6 +292,8 @@ class Child:
         else:
             self._settled.clear()
         log.info("%s: %s -> %s%s", self.name, old, state, f" ({detail})" if detail else "")
+        self._changed.set()
+        self._changed = asyncio.Event()
         self._on_change(self, old, state)
 
 

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
+from .tail import OutputTail
+
 MAX_LINE = 64 * 1024  # a longer "line" is cut, so one child cannot make us buffer without bound
 PIPE_SIZE = 1024 * 1024  # F_SETPIPE_SZ: fewer wakeups per MB (measured ~40% faster relay)
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -187,10 +189,12 @@ class PipeRelay(asyncio.Protocol):
         framer: Framer,
         sink: LineSink | None,
         on_line: Callable[[str], None] | None = None,
+        tail: OutputTail | None = None,
     ) -> None:
         self.framer = framer
         self.sink = sink
         self.on_line = on_line  # readiness by line: called for each line until it is cleared
+        self.tail = tail  # recent output for `asyncsup ctl tail`: raw chunks, before framing
         self.closed = asyncio.get_running_loop().create_future()
         self._transport: asyncio.ReadTransport | None = None
 
@@ -204,6 +208,8 @@ class PipeRelay(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.on_line is not None:
             self._match_lines(data)
+        if self.tail is not None:
+            self.tail.feed(data)
         framed = self.framer.feed(data)
         if framed and self.sink is not None and not self.sink.write(framed):
             self._pause()

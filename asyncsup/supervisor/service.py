@@ -9,6 +9,8 @@ import anyio
 
 from .._aio import race
 from ..config import Program
+from ..errors import UnknownProgram
+from .child import Child
 from .program import ProgramRunner
 from .runtime import Runtime
 
@@ -59,6 +61,19 @@ class Supervisor:
             await dependent.stopped.wait()
         await runner.stop()
         runner.stopped.set()
+
+    def select(self, spec: str) -> list[Child]:
+        """The processes a name means: `all`, a program (`web` or `web:*`), or one process (`web:0`)."""
+        if spec == "all":
+            return [child for runner in self.programs.values() for child in runner.children]
+        program = spec.removesuffix(":*")
+        if program in self.programs:
+            return list(self.programs[program].children)
+        for runner in self.programs.values():
+            for child in runner.children:
+                if child.name == spec:
+                    return [child]
+        raise UnknownProgram(spec, self.programs)
 
     def forward_signal(self, signum: int) -> int:
         """Send a signal to every program that asked for it; returns how many programs got it."""
