@@ -102,6 +102,7 @@ class Worker:
         self._running = 0
         self._received = 0
         self._room_event: anyio.Event | None = None
+        self._receive_scope: anyio.CancelScope | None = None
         self._acks_ready = anyio.Event()
         self._flush_now = anyio.Event()
         self._stopped = anyio.Event()
@@ -146,6 +147,8 @@ class Worker:
         self._buffered = 0
         self._stopped.set()
         self._wake_all()
+        if self._receive_scope is not None:
+            self._receive_scope.cancel()
 
     async def run(self) -> WorkerResult:
         """Consume until a shutdown or a limit; returns why it stopped."""
@@ -163,7 +166,7 @@ class Worker:
                     tg.start_soon(self._time_limit)
                 await self._run_workers()
                 if not self._shutdown.forced:
-                    await self._intake_done.wait()  # its last receive ends within idle_wait
+                    await self._intake_done.wait()  # a receive in progress hands its batch back
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -282,13 +285,17 @@ class Worker:
                 await self._accept(i, batch)
                 return
         # Nothing anywhere: wait on each in turn; a new high message waits at most one slice.
+        # stop() cancels the wait: transports lease nothing in a cancelled receive.
         wait = self._idle_wait / len(self._sources)
         for i, source in enumerate(self._sources):
-            if self._stopped.is_set():
-                return
-            batch = await source.transport.receive(room, lease=self._lease, wait=wait)
-            if batch:
-                await self._accept(i, batch)
+            got: list[Delivery] = []
+            with anyio.CancelScope() as self._receive_scope:
+                if self._stopped.is_set():
+                    return
+                got = await source.transport.receive(room, lease=self._lease, wait=wait)
+            self._receive_scope = None
+            if got:
+                await self._accept(i, got)
                 return
 
     async def _accept(self, i: int, batch: list[Delivery]) -> None:
