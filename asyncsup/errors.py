@@ -5,6 +5,7 @@
     ├── SpawnError                     a program's command could not be started (ENOENT, EACCES, ...)
     ├── UnknownProgram                 a name that matches no program
     ├── MissingExtra                   an optional dependency is not installed; names the pip command
+    ├── ControlError                   the control plane failed: socket in use, cannot connect, bad request
     ├── TransportError                 a queue backend failed (driver errors are mapped to this)
     │   ├── TransportClosed            used after close()
     │   └── UnknownTransport           a URL scheme or transport name we do not know
@@ -66,6 +67,15 @@ class MissingExtra(AsyncsupError):
         self.feature = feature
         self.extra = extra
         super().__init__(f"{feature} needs an extra: pip install 'asyncsup[{extra}]'")
+
+
+class ControlError(AsyncsupError):
+    """The control socket or a control request failed; `code` is the protocol's error code."""
+
+    def __init__(self, problem: str, code: str = "failed") -> None:
+        self.problem = problem
+        self.code = code
+        super().__init__(problem)
 
 
 class TransportError(AsyncsupError):
