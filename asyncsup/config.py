@@ -142,9 +142,18 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class Http:
+    """The [http] table: /healthz, /readyz and /metrics, served only when `listen` is set."""
+
+    listen: tuple[str, int] | None = None  # port 0 = any free port (logged)
+    allow_remote: bool = False  # a non-loopback `listen` is refused unless this is true
+
+
+@dataclass(frozen=True)
 class Config:
     file: Path
     settings: Settings = Settings()
+    http: Http = Http()
     programs: Mapping[str, Program] = field(default_factory=dict)
     transports: Mapping[str, str] = field(default_factory=dict)
     consumers: Mapping[str, Consumer] = field(default_factory=dict)
@@ -196,6 +205,7 @@ def describe(config: Config) -> dict[str, Any]:
     return {
         "file": str(config.file),
         "asyncsup": _plain(config.settings),
+        "http": _plain(config.http),
         "programs": programs,
         "transports": dict(config.transports),
         "consumers": {name: _plain(consumer) for name, consumer in config.consumers.items()},

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from asyncsup.config import Backoff, Config, Consumer, Output, Program, Ready, RetryPolicy, Settings
+from asyncsup.config import Backoff, Config, Consumer, Http, Output, Program, Ready, RetryPolicy, Settings
 from asyncsup.config_values import (
     Reader,
     Value,
@@ -29,7 +29,9 @@ from asyncsup.config_values import (
     environment,
     host_port,
     integer,
+    is_loopback,
     list_of,
+    listen_address,
     module_name,
     number,
     path,
@@ -54,11 +56,12 @@ _UNFORWARDABLE = {
 
 def build_config(root: Value, file: Path) -> Config:
     """The Config for parsed TOML `root`; the first error found is raised as ConfigError."""
-    check_keys(root, ("asyncsup", "programs", "transports", "consumers"))
+    check_keys(root, ("asyncsup", "http", "programs", "transports", "consumers"))
     transports = _transports(_section(root, "transports"))
     return Config(
         file=file,
         settings=Settings(**read_table(_section(root, "asyncsup"), _SETTINGS)),
+        http=_http(_section(root, "http")),
         programs=_programs(_section(root, "programs")),
         transports=transports,
         consumers=_consumers(_section(root, "consumers"), transports),
@@ -98,6 +101,16 @@ _SETTINGS: dict[str, Reader] = {
     "log_format": choice("text", "json"),
     "log_level": choice("debug", "info", "warning", "error"),
 }
+
+
+def _http(value: Value) -> Http:
+    http = Http(**read_table(value, {"listen": listen_address, "allow_remote": boolean}))
+    if http.listen is not None and not http.allow_remote and not is_loopback(http.listen[0]):
+        raise value.at("listen").fail(
+            f"{http.listen[0]} is not a loopback address, so /metrics would be open to the network; "
+            "listen on 127.0.0.1, or set allow_remote = true"
+        )
+    return http
 
 
 def _transports(value: Value) -> dict[str, str]:

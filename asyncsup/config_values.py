@@ -8,6 +8,7 @@ read `file: key.path: expected <what>, got <the value as TOML>`.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import keyword
 import math
@@ -298,6 +299,26 @@ def host_port(value: Value) -> tuple[str, int]:
     if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise value.expected('"host:port" with a port 1..65535')
     return host, int(port)
+
+
+def listen_address(value: Value) -> tuple[str, int]:
+    """Like host_port, but port 0 is allowed: any free port, which the server logs."""
+    raw = value.raw
+    host, _, port = raw.rpartition(":") if isinstance(raw, str) else ("", "", "")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise value.expected('"host:port" like "127.0.0.1:9100" (port 0 = any free port)')
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses; a name we cannot judge is not loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def module_name(value: Value) -> str:
