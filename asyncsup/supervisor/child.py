@@ -141,9 +141,17 @@ class Child:
         return status, was_up
 
     async def _wait_up(self, process: asyncio.subprocess.Process) -> bool:
-        """STARTING -> RUNNING once startsecs passed and the ready check said yes."""
+        """STARTING -> RUNNING once startsecs passed and the ready check said yes.
+
+        With startsecs = 0 and no ready check it is up once spawned, even if it already exited:
+        racing a zero sleep against a quick exit would count the start as failed, and such a
+        program would go FATAL instead of being restarted under the flap guard (supervisord #1285).
+        """
         self._not_ready = False
-        winner = await race(self._until_up, process.wait, self._stop.wait)
+        if self.program.startsecs == 0 and self.program.ready is None:
+            winner = 0
+        else:
+            winner = await race(self._until_up, process.wait, self._stop.wait)
         if winner != 0 or self._not_ready:
             return False
         self.failures = 0
