@@ -1,0 +1,242 @@
+"""The SQLite queue's SQL, run synchronously on the one thread that owns the connection.
+
+What a commit survives (journal_mode=WAL always):
+
+- ``synchronous=NORMAL`` (the default): a transaction is written to the WAL file before COMMIT
+  returns, so it survives the *process* dying at any moment (kill -9, OOM killer, a crash). A power
+  loss or a kernel crash can lose the transactions committed since the last checkpoint (SQLite syncs
+  the WAL only at checkpoints), but never corrupts the file.
+- ``synchronous=FULL`` (``?synchronous=full``): the WAL is fsynced at every commit, so a commit
+  also survives a power loss, at the price of one fsync per transaction (every call is a batch).
+
+"Acked" means the DELETE committed; "received" means the lease UPDATE committed. So a message is
+always either ready, leased in the file (and back when the lease runs out), or gone because acked.
+
+The schema is one table for every queue of a file. Leasing moves ``available_at`` to the lease's end,
+so an expired lease brings its message back through the very index that finds ready messages:
+ready means ``available_at <= now`` whatever the row's history, and a receive is one index range
+scan, O(log n) with a million messages queued. ``lease_token`` tells an in-flight message (token,
+time in the future) from a delayed one (no token), and makes settling match only the current lease.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+from asyncsup.errors import TransportError
+from asyncsup.transports.base import Delivery, QueueCounts, lease_receipt
+
+TABLE = "asyncsup_messages"
+
+SCHEMA = (
+    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: a receipt names one message
+        queue TEXT NOT NULL,
+        body BLOB NOT NULL,
+        available_at REAL NOT NULL,  -- unix time it is receivable from; the lease end while leased
+        lease_token INTEGER,         -- the current (maybe expired) lease; NULL when not leased
+        deliveries INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    )""",
+    # The rowid is implicitly the last column, so "ORDER BY available_at, id" needs no sort.
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (queue, available_at)",
+)
+
+INSERT = f"INSERT INTO {TABLE} (queue, body, available_at, created_at) VALUES (?, ?, ?, ?)"
+FIRST_DUE = f"SELECT available_at FROM {TABLE} WHERE queue = ? ORDER BY available_at LIMIT 1"
+READY = (
+    f"SELECT id, body, deliveries FROM {TABLE}"
+    " WHERE queue = ? AND available_at <= ? ORDER BY available_at, id LIMIT ?"
+)
+# Batches name their rows in one IN list (a statement per batch, not per row: twice as fast as
+# executemany); a list holds at most CHUNK ids, well under SQLite's limit on parameters.
+CHUNK = 500
+LEASE = f"UPDATE {TABLE} SET available_at = ?, lease_token = ?, deliveries = deliveries + 1 WHERE id IN "
+ACK = f"DELETE FROM {TABLE} WHERE lease_token = ? AND id IN "
+REQUEUE = (
+    f"UPDATE {TABLE} SET body = ?, available_at = ?, lease_token = NULL"
+    " WHERE id = ? AND lease_token = ?"
+)
+# Back where it was (its publish time) and the delivery uncounted, as if never received.
+RELEASE = (
+    f"UPDATE {TABLE} SET available_at = MIN(created_at, ?), lease_token = NULL,"
+    " deliveries = deliveries - 1 WHERE id = ? AND lease_token = ?"
+)
+EXTEND = f"UPDATE {TABLE} SET available_at = ? WHERE id = ? AND lease_token = ?"
+COUNT_READY = f"SELECT COUNT(*) FROM {TABLE} WHERE queue = ? AND available_at <= ?"
+COUNT_LATER = (
+    f"SELECT lease_token IS NOT NULL, COUNT(*) FROM {TABLE}"
+    " WHERE queue = ? AND available_at > ? GROUP BY 1"
+)
+BROWSE = f"SELECT id, body, deliveries FROM {TABLE} WHERE queue = ? ORDER BY id LIMIT ? OFFSET ?"
+REMOVE = f"DELETE FROM {TABLE} WHERE id = ? AND queue = ?"
+
+Claimed = tuple[list[Delivery], float | None]
+
+
+class Store:
+    """One connection to one database file. Every method runs on the connection's own thread."""
+
+    def __init__(self, path: str, *, synchronous: str, busy_timeout: float) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if self._closed:
+                raise TransportError(f"the SQLite connection to {self.path} is closed")
+            self._conn = self._connect()
+        return self._conn
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the write
+        # lock up front and waits busy_timeout for it, instead of failing on a lock upgrade.
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        try:
+            self._switch_to_wal(conn)
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            with _write(conn):
+                for statement in SCHEMA:
+                    conn.execute(statement)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _switch_to_wal(self, conn: sqlite3.Connection) -> None:
+        """WAL mode is stored in the file; the first connection to a new file switches it.
+
+        Connections racing to switch a new file fail with "database is locked" at once: SQLite
+        does not call the busy handler there. So retry, briefly and with jitter, up to the busy
+        timeout. This runs once per connection, on its own thread, never on the event loop.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.001, 0.02))
+        if str(mode).lower() != "wal":
+            raise TransportError(f"{self.path}: cannot use WAL journaling (got {mode!r})")
+
+    def publish(self, queue: str, bodies: Sequence[bytes], delay: float) -> list[int]:
+        if not bodies:
+            return []
+        conn = self._connection()
+        with _write(conn):
+            now = time.time()
+            at = now + max(delay, 0.0)
+            conn.executemany(INSERT, [(queue, body, at, now) for body in bodies])
+            # We hold the write lock and ids are AUTOINCREMENT: ours are consecutive.
+            last = conn.execute("SELECT last_insert_rowid()").fetchall()[0][0]
+        return list(range(last - len(bodies) + 1, last + 1))
+
+    def claim(self, queue: str, max_count: int, lease: float) -> Claimed:
+        """Lease up to max_count ready messages, oldest first; else ([], when the next is due)."""
+        conn = self._connection()
+        # A plain read first: an idle queue costs no write lock, which other processes would feel.
+        first = conn.execute(FIRST_DUE, (queue,)).fetchall()
+        if not first or first[0][0] > time.time():
+            return [], (first[0][0] if first else None)
+        token = secrets.randbits(63)
+        with _write(conn):
+            now = time.time()
+            rows = conn.execute(READY, (queue, now, max_count)).fetchall()
+            for ids in _chunks([row[0] for row in rows]):
+                conn.execute(LEASE + _marks(len(ids)), (now + lease, token, *ids))
+        suffix = lease_receipt(0, token)[1:]  # ":<token>", formatted once per batch
+        return [Delivery(f"{i}{suffix}", body, n + 1, queue) for i, body, n in rows], None
+
+    def ack(self, by_token: Mapping[int, list[int]]) -> None:
+        """Delete leased messages: ids by the token of the lease they must still hold."""
+        if not by_token:
+            return
+        conn = self._connection()
+        with _write(conn):
+            for token, all_ids in by_token.items():
+                for ids in _chunks(all_ids):
+                    conn.execute(ACK + _marks(len(ids)), (token, *ids))
+
+    def requeue(self, message_id: int, token: int, body: bytes, delay: float) -> None:
+        at = time.time() + max(delay, 0.0)
+        self._write_many(REQUEUE, [(body, at, message_id, token)])
+
+    def release(self, pairs: Sequence[tuple[int, int]]) -> None:
+        now = time.time()
+        self._write_many(RELEASE, [(now, i, token) for i, token in pairs])
+
+    def extend(self, pairs: Sequence[tuple[int, int]], lease: float) -> None:
+        until = time.time() + lease
+        self._write_many(EXTEND, [(until, i, token) for i, token in pairs])
+
+    def remove(self, queue: str, ids: Sequence[int]) -> int:
+        return self._write_many(REMOVE, [(i, queue) for i in ids])
+
+    def _write_many(self, sql: str, params: Sequence[tuple[object, ...]]) -> int:
+        """One statement over a batch, in one transaction; how many rows it changed."""
+        if not params:
+            return 0
+        conn = self._connection()
+        with _write(conn):
+            return conn.executemany(sql, params).rowcount
+
+    def counts(self, queue: str) -> QueueCounts:
+        conn = self._connection()
+        with _read(conn):
+            now = time.time()
+            ready = conn.execute(COUNT_READY, (queue, now)).fetchall()[0][0]
+            later = dict(conn.execute(COUNT_LATER, (queue, now)).fetchall())
+        return QueueCounts(ready=ready, in_flight=later.get(1, 0), delayed=later.get(0, 0))
+
+    def browse(self, queue: str, limit: int, offset: int) -> list[Delivery]:
+        rows = self._connection().execute(BROWSE, (queue, limit, offset)).fetchall()
+        return [Delivery(str(i), body, n, queue) for i, body, n in rows]
+
+    def close(self) -> None:
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]
+
+
+def _marks(count: int) -> str:
+    return "(" + ",".join("?" * count) + ")"
+
+
+@contextmanager
+def _write(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction that holds the write lock from its start (waits busy_timeout for it)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
+def _read(conn: sqlite3.Connection) -> Iterator[None]:
+    """A read transaction: several SELECTs see one snapshot."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")

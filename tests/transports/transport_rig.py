@@ -1,0 +1,41 @@
+"""The transports under test, by kind: URLs and an opener that closes what it opened."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asyncsup.transports.base import Transport, open_transport
+from asyncsup.transports.memory import MemoryBroker
+
+TRANSPORTS = ["memory", "sqlite"]
+
+
+class Opener:
+    """Opens transports of one kind on one backing store (a broker, a file) and closes them all."""
+
+    def __init__(self, kind: str, folder: Path) -> None:
+        self.kind = kind
+        self.folder = folder
+        self.broker = MemoryBroker()
+        self.opened: list[Transport] = []
+
+    def __repr__(self) -> str:
+        return f"<Opener {self.kind}, {len(self.opened)} transports opened>"
+
+    def url(self, queue: str = "default", *, poll: float | None = None) -> str:
+        """The URL of `queue`. `poll` (SQLite only) is how often idle receivers re-check."""
+        if self.kind == "memory":
+            return f"memory://{queue}"
+        if self.kind == "sqlite":
+            extra = f"&poll={poll}" if poll is not None else ""
+            return f"sqlite:///{self.folder / 'queue.db'}?queue={queue}{extra}"
+        raise AssertionError(f"no URL for transport kind {self.kind!r}")
+
+    def __call__(self, queue: str = "default", *, poll: float | None = None) -> Transport:
+        transport = open_transport(self.url(queue, poll=poll), memory=self.broker)
+        self.opened.append(transport)
+        return transport
+
+    async def close_all(self) -> None:
+        for transport in self.opened:
+            await transport.close()
