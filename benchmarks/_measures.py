@@ -1,0 +1,195 @@
+"""The measures. Each takes a driver, runs one fresh supervisor and returns plain numbers.
+
+Nothing here asserts anything: a measure that cannot complete raises, and the caller records
+the error for that supervisor and goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import _procfs
+from _drivers import Driver, ProgramSpec
+from _procfs import wait_for
+from _session import Session
+
+SLEEP = "/usr/bin/sleep" if os.path.exists("/usr/bin/sleep") else "/bin/sleep"
+SETTLE = 2.0  # after the fleet is up, before idle sampling: let startup work finish
+MARKER = b"BENCH-RELAY-END-7f3c\n"
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    children: int = 100
+    kills: int = 10
+    idle_seconds: float = 15.0
+    measure_idle: bool = True
+
+
+def fleet(
+    driver: Driver, opts: FleetOptions, rng: random.Random, say: Say, out: dict[str, object]
+) -> None:
+    """Cold start, idle CPU, RSS, restarts after kill -9 and SIGTERM stop, on one fleet.
+
+    Figures land in ``out`` as they are taken, so a later failure keeps the earlier ones.
+    """
+    n = opts.children
+    spec = ProgramSpec("sleep", (SLEEP, "3600"), numprocs=n)
+    with Session(driver, [spec], "sleep") as s:
+        out["cold_start_s"] = s.wait_running(n, timeout=60 + n * 0.1)
+        say(f"  cold start {out['cold_start_s']:.3f} s")
+        sup = s.supervisor_pid()
+        time.sleep(SETTLE)
+        if opts.measure_idle:
+            out.update(_idle(sup, opts.idle_seconds))
+            say(f"  idle CPU {out['idle_cpu_pct']:.3f} % over {opts.idle_seconds:.0f} s")
+        out["rss_mb"] = _procfs.rss_mb(sup)
+        out["threads"] = _procfs.threads(sup)
+        if sup != s.proc.pid:  # type: ignore[union-attr]
+            out["shim_rss_mb"] = _procfs.rss_mb(s.proc.pid)  # type: ignore[union-attr]
+        samples = _restarts(s, driver, opts.kills, rng)
+        out["restart_samples_s"] = samples
+        out["restart_s"] = statistics.median(samples)
+        say(f"  restart after kill -9: median {out['restart_s']:.3f} s of {len(samples)}")
+        # circus drops a SIGTERM that lands while its periodic check is still respawning
+        # (ConflictError, logged nowhere): stop an idle fleet, as `docker stop` usually does.
+        time.sleep(1.0)
+        out["stop_s"], out["stop_leftovers"] = s.stop(timeout=120)
+        say(f"  stop {out['stop_s']:.3f} s, {out['stop_leftovers']} children left")
+
+
+def _idle(pid: int, seconds: float) -> dict[str, float]:
+    exact0, ticks0, t0 = _procfs.cpu_exact_seconds(pid), _procfs.cpu_ticks_seconds(pid), _now()
+    time.sleep(seconds)  # nothing to wait for: idling is the thing measured
+    exact1, ticks1, t1 = _procfs.cpu_exact_seconds(pid), _procfs.cpu_ticks_seconds(pid), _now()
+    wall = t1 - t0
+    return {
+        "idle_cpu_pct": 100 * (exact1 - exact0) / wall,
+        "idle_cpu_ticks_pct": 100 * (ticks1 - ticks0) / wall,
+    }
+
+
+def _restarts(s: Session, driver: Driver, kills: int, rng: random.Random) -> list[float]:
+    samples = []
+    for _ in range(kills):
+        # A random pause spreads the kills over the supervisor's periodic check, if it has one.
+        time.sleep(0.1 + rng.uniform(0, driver.tick))
+        victim = rng.choice(sorted(s.tree.alive()))  # type: ignore[union-attr]
+        samples.append(s.kill_one_and_wait(victim, timeout=30 + 2 * driver.tick))
+    return samples
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+# --- output relay ---------------------------------------------------------------------------
+
+GENERATOR = """\
+import os, sys
+info, fifo, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with open(info + ".tmp", "w") as f:
+    f.write(str(os.getppid()))
+os.rename(info + ".tmp", info)
+with open(fifo, "rb") as f:  # blocks until the harness says go, so the supervisor is idle
+    f.read()
+block = memoryview((b"x" * 99 + b"\\n") * 10000)
+for _ in range(total // len(block)):
+    view = block
+    while view:
+        view = view[os.write(1, view):]
+os.write(1, MARKER)
+""".replace("MARKER", repr(MARKER))
+
+
+def relay(driver: Driver, to_file: bool, total: int, say: Say, out: dict[str, object]) -> None:
+    """One child writes ``total`` bytes of 100-byte lines; how fast and at what CPU cost."""
+    logdir: Path | None = None
+    with _relay_session(driver, to_file, total) as s:
+        info, fifo = s.workdir / "gen.pid", s.workdir / "go.fifo"
+        logdir = s.workdir / "logs" if to_file else None
+        wait_for("the generator to start", lambda: _started(s, info), 60, 0.01)
+        sup = int(info.read_text())
+        time.sleep(0.5)  # let the supervisor finish its own startup before the clock starts
+        cpu0 = _procfs.cpu_ticks_seconds(sup)
+        start = _go(fifo)
+        end = _wait_relayed(s, logdir, timeout=600)
+        cpu = _procfs.cpu_ticks_seconds(sup) - cpu0
+        seen = _relayed_bytes(s, logdir)
+    took = end - start
+    out["mb_per_s"] = total / 1e6 / took
+    out["cpu_s_per_100mb"] = cpu * 100e6 / total
+    out["seconds"] = took
+    out["bytes_seen"] = seen
+    out["complete"] = seen >= total
+    say(
+        f"  relay to {'file' if to_file else 'stdout'}: {out['mb_per_s']:.0f} MB/s, "
+        f"{out['cpu_s_per_100mb']:.2f} CPU s/100 MB, {seen / 1e6:.0f} MB seen"
+    )
+
+
+def _relay_session(driver: Driver, to_file: bool, total: int) -> Session:
+    session = Session(driver, [], "sleep", drain_marker=None if to_file else MARKER)
+    work = session.workdir
+    (work / "gen.py").write_text(GENERATOR)
+    os.mkfifo(work / "go.fifo")
+    python = os.path.realpath("/usr/bin/python3")
+    argv = (python, str(work / "gen.py"), str(work / "gen.pid"), str(work / "go.fifo"), str(total))
+    log_file = None
+    if to_file:
+        (work / "logs").mkdir()
+        log_file = work / "logs" / "gen.log"
+    session.programs = [ProgramSpec("gen", argv, autorestart=False, log_file=log_file)]
+    return session
+
+
+def _started(s: Session, info: Path) -> bool:
+    s.check_alive()
+    return info.exists()
+
+
+def _go(fifo: Path) -> float:
+    """Open the FIFO the generator waits on; its read returns EOF when we close it."""
+    fds: list[int] = []
+
+    def opened() -> bool:
+        try:  # non-blocking: fails with ENXIO until the generator has its end open
+            fds.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            return False
+        return True
+
+    wait_for("the generator to wait for the go", opened, 30, 0.001)
+    start = time.perf_counter()
+    os.close(fds[0])
+    return start
+
+
+def _wait_relayed(s: Session, logdir: Path | None, timeout: float) -> float:
+    if logdir is None:
+        assert s.drain is not None
+        if not s.drain.marker_seen.wait(timeout):
+            raise _procfs.BenchTimeout("the last line on the supervisor's stdout", timeout)
+        return s.drain.marker_seen_at
+    return wait_for("the last line in the log file", lambda: _marker_in(logdir), timeout, 0.005)
+
+
+def _marker_in(logdir: Path) -> bool:
+    """The marker is in the newest file, or split between the newest and the one before."""
+    files = sorted(logdir.iterdir(), key=lambda p: p.stat().st_mtime_ns, reverse=True)[:2]
+    tails = [_procfs.tail_bytes(p, 4096) for p in reversed(files)]
+    return MARKER in b"".join(tails)
+
+
+def _relayed_bytes(s: Session, logdir: Path | None) -> int:
+    if logdir is None:
+        assert s.drain is not None
+        return s.drain.nbytes
+    return sum(p.stat().st_size for p in logdir.iterdir())
