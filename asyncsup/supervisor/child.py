@@ -27,6 +27,8 @@ from .tail import OutputTail
 
 log = logging.getLogger("asyncsup.supervisor")
 
+OUTPUT_DRAIN = 2.0  # seconds to read what an exited process left in its pipes
+
 
 @dataclass(frozen=True)
 class ChildInfo:
@@ -287,7 +289,18 @@ class Child:
         _killpg(process.pid, signal.SIGKILL)  # leftovers of its group would duplicate the next copy
         self.runtime.reaper.disown(process.pid)
         self.runtime.reaper.kick()
+        await self._drain_output()
         return ExitStatus.from_returncode(returncode)
+
+    async def _drain_output(self) -> None:
+        """Relay what the process wrote before it exited, before its exit is logged and before a
+        shutdown closes the pipes: its last lines are often the traceback that explains the exit.
+        Bounded, since a daemon that left the group may hold the pipe open."""
+        streams = 1 if self.program.redirect_stderr else 2
+        pending = [relay.closed for relay in self._relays[-streams:] if not relay.closed.done()]
+        if pending:
+            with anyio.move_on_after(OUTPUT_DRAIN):  # asyncio.wait never cancels the futures
+                await race(lambda: asyncio.wait(pending), self.runtime.shutdown.wait_forced)
 
     def close_relays(self) -> None:
         for relay in self._relays:
