@@ -114,11 +114,30 @@ class RotatingFile:
         return f"<RotatingFile {self.path}: {self._size} bytes>"
 
     def write(self, data: bytes) -> None:
-        if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
-            self._rotate()
-        self._file.write(data)
+        """Append whole lines, rotating between lines so that no file grows past max_bytes.
+
+        The sink hands over everything pending at once (up to its 1 MiB limit), so one write can
+        hold many files' worth of lines: it is split here, never mid-line.
+        """
+        while data:
+            head, data = self._fitting(data)
+            if not head:
+                self._rotate()
+                continue
+            self._file.write(head)
+            self._size += len(head)
         self._file.flush()
-        self._size += len(data)
+
+    def _fitting(self, data: bytes) -> tuple[bytes, bytes]:
+        """The leading whole lines of `data` that fit in the current file, and the rest. An empty
+        file takes at least one line however long, so every write makes progress."""
+        if not self.max_bytes or self._size + len(data) <= self.max_bytes:
+            return data, b""
+        room = self.max_bytes - self._size  # < 0 when we appended to a file already too big
+        cut = data.rfind(b"\n", 0, room) + 1 if room > 0 else 0
+        if cut == 0 and self._size == 0:
+            cut = data.find(b"\n") + 1 or len(data)
+        return data[:cut], data[cut:]
 
     def reopen(self) -> None:
         """For logrotate (SIGUSR1): start writing to a fresh file at the same path."""
