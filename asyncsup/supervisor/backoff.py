@@ -10,7 +10,10 @@ from ..config import Backoff
 
 def backoff_delay(policy: Backoff, failures: int, rng: random.Random | None = None) -> float:
     """Delay before retry number `failures` (1-based): initial * multiplier**(n-1), capped, jittered."""
-    base = min(policy.max, policy.initial * policy.multiplier ** max(0, failures - 1))
+    try:
+        base = min(policy.max, policy.initial * policy.multiplier ** max(0, failures - 1))
+    except OverflowError:  # ~1025 failures at x2: startretries = "inf" gets there in a day
+        base = policy.max
     spread = base * policy.jitter
     return max(0.0, base + (rng or random).uniform(-spread, spread))
 
