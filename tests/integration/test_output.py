@@ -1,0 +1,216 @@
+"""Black-box tests of what asyncsup prints: log lines, children's output, JSON lines, file rotation.
+
+The contract a user sees: state changes on stderr as `web: STARTING -> RUNNING (pid 42)`; children's
+stdout on stdout as `web | line` (`web:0 | line` with numprocs > 1); their stderr on stderr the same
+way; `--log-format json` turns both into one JSON object per line. Lines are never cut or mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from conftest import Harness
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (DEBUG|INFO|WARNING|ERROR) [\w.]+: .*$")
+CHATTY = re.compile(r"^(\w+) \| (\w+)-(\d+)-(x*)-end$")
+
+
+def chatty_line_ok(match: re.Match[str] | None) -> bool:
+    """A relayed chatty.py line is whole: its own name, and as many x as its number says."""
+    return (
+        match is not None
+        and match[1] == match[2]
+        and len(match[4]) == int(match[3]) % 211 * 7
+    )
+
+
+def test_text_format_of_states_and_output(supervise: Harness, loop_kind: str) -> None:
+    """1. Every stderr line is a log line or a `name | ...` line of a child's stderr.
+    2. numprocs > 1 names processes `web:0`, `web:1`; a single one is just `solo`.
+    3. A last line without a newline is still relayed, whole."""
+    run = supervise(
+        """
+        [programs.web]
+        command = ["sh", "-c", "echo hello from $ASYNCSUP_PROCESS_NUM; exec sleep 60"]
+        numprocs = 2
+        startsecs = 0
+
+        [programs.solo]
+        command = ["sh", "-c", "echo out; echo err >&2; printf 'no newline at the end'"]
+        startsecs = 0
+        autorestart = "never"
+        """,
+        loop=loop_kind,
+    )
+    pid = run.wait_line(r"INFO asyncsup\.supervisor: web:1: STARTING -> RUNNING \(pid (\d+)\)$", "stderr")[1]
+    assert int(pid) > 0
+    run.wait_line(r"^web:0 \| hello from 0$", "stdout")
+    run.wait_line(r"^web:1 \| hello from 1$", "stdout")
+    run.wait_line(r"^solo \| out$", "stdout")
+    run.wait_line(r"^solo \| err$", "stderr")
+    run.wait_line(r"^solo \| no newline at the end$", "stdout")
+    run.wait_line(r"solo: RUNNING -> EXITED \(exit 0\)$", "stderr")
+    assert run.stop() == 0
+    for line in run.texts("stderr"):
+        assert LOG_LINE.match(line) or line == "solo | err", line
+    assert sorted(run.texts("stdout")) == [
+        "solo | no newline at the end", "solo | out", "web:0 | hello from 0", "web:1 | hello from 1",
+    ]  # fmt: skip
+
+
+def test_json_format_for_logs_and_output(supervise: Harness, loop_kind: str) -> None:
+    run = supervise(
+        """
+        [programs.web]
+        command = ["sh", "-c", "echo 'hello \\"json\\"'; echo oops >&2; exec sleep 60"]
+        startsecs = 0
+        """,
+        "--log-format", "json",
+        loop=loop_kind,
+    )  # fmt: skip
+    run.wait_line(r'"msg": "web: STARTING -> RUNNING \(pid \d+\)"', "stderr")
+    run.wait_line(r'"line": "hello \\"json\\""', "stdout")
+    run.wait_line(r'"line": "oops"', "stderr")
+    assert run.stop() == 0
+    records = [json.loads(line) for line in run.texts("stderr")]  # every line is JSON
+    states = [r for r in records if r.get("msg", "").startswith("web: ")]
+    assert [r["msg"].split(" (")[0] for r in states] == [
+        "web: STOPPED -> STARTING", "web: STARTING -> RUNNING",
+        "web: RUNNING -> STOPPING", "web: STOPPING -> STOPPED",
+    ]  # fmt: skip
+    assert all(r["level"] == "info" and isinstance(r["ts"], float) for r in states)
+    [err] = [r for r in records if "line" in r]
+    assert err["process"] == "web" and err["stream"] == "stderr" and err["line"] == "oops"
+    [out] = [json.loads(line) for line in run.texts("stdout")]
+    assert out["process"] == "web" and out["stream"] == "stdout" and out["line"] == 'hello "json"'
+    assert isinstance(out["ts"], float)
+
+
+def test_two_chatty_programs_never_interleave_mid_line(supervise: Harness, loop_kind: str) -> None:
+    """chatty.py cuts its lines at odd places across writes (1..4093 bytes); asyncsup must relay
+    every line whole, in order, with its own prefix, while the other program writes too."""
+    count = 4000
+    run = supervise(
+        f"""
+        [programs.alpha]
+        command = {supervise.child("chatty.py", "alpha", count)}
+        startsecs = 0
+        autorestart = "never"
+
+        [programs.beta]
+        command = {supervise.child("chatty.py", "beta", count)}
+        startsecs = 0
+        autorestart = "never"
+        """,
+        loop=loop_kind,
+    )
+    run.wait_line(r"alpha: RUNNING -> EXITED \(exit 0\)", "stderr")
+    run.wait_line(r"beta: RUNNING -> EXITED \(exit 0\)", "stderr")
+    assert run.stop() == 0
+    numbers: dict[str, list[int]] = {"alpha": [], "beta": []}
+    for line in run.texts("stdout"):
+        match = CHATTY.match(line)
+        assert chatty_line_ok(match), f"cut or mixed line: {line[:200]!r}"
+        assert match is not None
+        numbers[match[1]].append(int(match[3]))
+    for name, got in numbers.items():
+        missing = sorted(set(range(count)) - set(got))
+        assert got == list(range(count)), f"{name}: {len(got)} lines, missing {missing[:20]}"
+
+
+def test_100mb_of_output_keeps_asyncsup_memory_bounded(supervise: Harness, loop_kind: str) -> None:
+    """A child writes 100 MB as fast as it can; asyncsup's stdout is /dev/null. The child finishes
+    (nothing blocks for good) and asyncsup's peak RSS stays far below the volume relayed."""
+    run = supervise(
+        f"""
+        [programs.spew]
+        command = {supervise.child("spew.py", 100)}
+        startsecs = 0
+        autorestart = "never"
+        """,
+        loop=loop_kind,
+        capture_stdout=False,
+    )
+    run.wait_line(r"^spew \| spew done$", "stderr", timeout=60)
+    run.wait_line(r"spew: RUNNING -> EXITED \(exit 0\)", "stderr", timeout=60)
+    peak = supervise.kib(supervise.proc_status(run.pid)["VmHWM"])
+    assert run.stop() == 0
+    assert peak < 100 * 1024, f"asyncsup peak RSS {peak} KiB while relaying 100 MB"
+
+
+def test_file_output_rotates_on_line_boundaries(supervise: Harness, loop_kind: str, tmp_path: Path) -> None:
+    """1. stdout goes to logs/chatty.log with max_bytes = 64 KiB and backups = 3.
+    2. ~2.9 MB go through: many rotations.
+    3. At most 3 old files; every file holds whole lines only; together they are the newest lines,
+       consecutive, in order, ending with the last one."""
+    count = 4000
+    run = supervise(
+        f"""
+        [programs.chatty]
+        command = {supervise.child("chatty.py", "chatty", count)}
+        startsecs = 0
+        autorestart = "never"
+        stdout = {{ file = "logs/chatty.log", max_bytes = "64KiB", backups = 3 }}
+        """,
+        loop=loop_kind,
+    )
+    run.wait_line(r"chatty: RUNNING -> EXITED \(exit 0\)", "stderr")
+    assert run.stop() == 0
+    logs = tmp_path / "logs"
+    names = sorted(p.name for p in logs.iterdir())
+    assert names == ["chatty.log", "chatty.log.1", "chatty.log.2", "chatty.log.3"]
+    numbers = []
+    for name in ("chatty.log.3", "chatty.log.2", "chatty.log.1", "chatty.log"):
+        data = (logs / name).read_bytes()
+        assert data.endswith(b"\n"), f"{name} ends mid-line"
+        for line in data.decode().splitlines():
+            match = CHATTY.match(line)
+            assert chatty_line_ok(match), f"{name}: cut line {line[:120]!r}"
+            assert match is not None
+            numbers.append(int(match[3]))
+    assert numbers == list(range(numbers[0], count))
+    assert not run.matching(r"^chatty \|", "stdout")  # to the file only
+
+
+def test_file_output_size_stays_near_max_bytes(supervise: Harness, tmp_path: Path) -> None:
+    """Rotated files hold about max_bytes: no more than one line (here < 1.5 KiB) over it."""
+    run = supervise(
+        f"""
+        [programs.chatty]
+        command = {supervise.child("chatty.py", "chatty", 4000)}
+        startsecs = 0
+        autorestart = "never"
+        stdout = {{ file = "logs/chatty.log", max_bytes = "64KiB", backups = 3 }}
+        """
+    )
+    run.wait_line(r"chatty: RUNNING -> EXITED \(exit 0\)", "stderr")
+    assert run.stop() == 0
+    sizes = {p.name: p.stat().st_size for p in (tmp_path / "logs").iterdir()}
+    assert all(size <= 64 * 1024 + 1500 for size in sizes.values()), sizes
+
+
+def test_last_lines_of_a_critical_program_are_relayed_before_exit(supervise: Harness, loop_kind: str) -> None:
+    """1. A critical program writes ~3 MB in one write (its "traceback") and exits 3 at once,
+       leaving its pipe full.
+    2. asyncsup shuts down because of it, and exits 3.
+    3. Every line the program wrote was relayed first: nothing is lost in the pipe at shutdown."""
+    count = 4000
+    chatty = " ".join(supervise.child("chatty.py", "last", count, "bulk")[1:-1].split(", "))
+    run = supervise(
+        f"""
+        [programs.last]
+        command = ["sh", "-c", {supervise.toml_str(chatty + "; exit 3")}]
+        startsecs = 0
+        autorestart = "never"
+        critical = true
+        """,
+        loop=loop_kind,
+    )
+    assert run.wait_exit() == 3
+    got = [CHATTY.match(line) for line in run.texts("stdout")]
+    assert all(chatty_line_ok(m) for m in got)
+    assert [int(m[3]) for m in got if m] == list(range(count))
