@@ -177,7 +177,7 @@ class MemoryBroker:
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{n}: {len(q.messages)}" for n, q in sorted(self._queues.items()))
-        return f"<MemoryBroker with {len(self._queues)} queues{' (' + sizes + ')' if sizes else ''}>"
+        return f"<MemoryBroker, queues held: {sizes or 'none'}>"
 
     def _queue(self, name: str) -> _Queue:
         queue = self._queues.get(name)

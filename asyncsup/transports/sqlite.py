@@ -111,7 +111,7 @@ class SqliteTransport:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<SqliteTransport {self.url} {state}, queue {self.queue!r} in {self.path}>"
+        return f"<SqliteTransport queue {self.queue!r} in {self.path}, {state}>"
 
     def statistics(self) -> SqliteStatistics:
         return SqliteStatistics(given_back=self._given_back)

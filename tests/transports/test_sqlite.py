@@ -1,0 +1,202 @@
+"""What only the SQLite transport promises: several OS processes on one file, kill -9 safety, the
+index that keeps receive cheap, its thread, and driver errors mapped to TransportError."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.abc import Process
+
+from asyncsup.errors import TransportError
+from asyncsup.transports._sqlite_store import COUNT_READY, FIRST_DUE, READY, SCHEMA
+from asyncsup.transports.base import Delivery, QueueCounts, Transport, open_transport
+from asyncsup.transports.sqlite import SqliteTransport
+
+pytestmark = pytest.mark.anyio
+
+CHILD = str(Path(__file__).with_name("sqlite_child.py"))
+BOUND = 60.0  # generous: two Python processes start on two shared cores
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the contract suite covers uvloop; these tests are about processes
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'queue.db'}?queue=jobs"
+
+
+async def read_lines(process: Process, count: int) -> list[str]:
+    assert process.stdout is not None
+    buffer = b""
+    while buffer.count(b"\n") < count:
+        buffer += await process.stdout.receive()
+    return buffer.decode().splitlines()
+
+
+async def receive_at_least(transport: Transport, count: int) -> list[Delivery]:
+    got: list[Delivery] = []
+    while len(got) < count:
+        got += await transport.receive(count, lease=BOUND, wait=BOUND)
+    return got
+
+
+async def test_two_processes_consume_one_file_exactly_once(url: str) -> None:
+    """Given two consumer processes on a file that does not exist yet, when this process publishes
+    3,000 messages while they consume, then each message is handled once, with no error at all
+    (no "database is locked": writers wait for each other)."""
+    sent = [str(i) for i in range(3000)]
+    results: list[subprocess.CompletedProcess[bytes]] = []
+    argv = [sys.executable, CHILD, "consume", url, "50", "30"]
+
+    async def consumer() -> None:
+        results.append(await anyio.run_process(argv, check=False))
+
+    producer = open_transport(url)
+    with anyio.fail_after(BOUND):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consumer)
+            tg.start_soon(consumer)
+            for start in range(0, len(sent), 100):
+                await producer.publish([m.encode() for m in sent[start : start + 100]])
+            await producer.publish([b"stop", b"stop"])
+
+    assert [(r.returncode, r.stderr.decode()) for r in results] == [(0, ""), (0, "")]
+    handled = [m for r in results for m in r.stdout.decode().split()]
+    assert sorted(handled, key=int) == sent
+    assert await producer.counts() == QueueCounts(ready=0, in_flight=0, delayed=0)
+    await producer.close()
+
+
+async def test_a_killed_consumer_s_leased_messages_come_back(url: str) -> None:
+    """Given a consumer that received 5 messages and acked 2, when it is killed with SIGKILL,
+    then the 3 it held come back after their lease (delivery #2) and the 2 acked never do."""
+    transport = open_transport(url)
+    await transport.publish([str(i).encode() for i in range(10)])
+
+    with anyio.fail_after(BOUND):
+        async with await anyio.open_process([sys.executable, CHILD, "hold", url, "5", "2"]) as child:
+            acked_line, holding_line = await read_lines(child, 2)
+            child.kill()
+            await child.wait()
+        got = await receive_at_least(transport, 8)
+
+    acked, holding = acked_line.split()[1:], holding_line.split()[1:]
+    deliveries = {d.data.decode(): d.deliveries for d in got}
+    assert (len(acked), len(holding)) == (2, 3)
+    assert sorted(deliveries, key=int) == sorted(set(map(str, range(10))) - set(acked), key=int)
+    assert {deliveries[m] for m in holding} == {2}
+    assert {n for m, n in deliveries.items() if m not in holding} == {1}
+    await transport.close()
+
+
+async def test_a_kill_at_any_moment_loses_no_ack_and_no_message(url: str) -> None:
+    """Given a consumer acking batches of 20 from 5,000 messages, when it is killed with SIGKILL
+    mid-stream, then nothing it reported acked comes back, everything else does (its last batch
+    after the lease), and at most the one batch acked but not yet reported is neither."""
+    sent = {str(i) for i in range(5000)}
+    transport = open_transport(url)
+    await transport.publish(sorted(m.encode() for m in sent))
+
+    with anyio.fail_after(BOUND):
+        async with await anyio.open_process([sys.executable, CHILD, "consume", url, "20", "0.5"]) as child:
+            reported = await read_lines(child, 3)
+            child.kill()
+            await child.wait()
+            assert child.stdout is not None
+            reported += (await read_rest(child)).splitlines()
+        counts = await transport.counts()
+        total = counts.ready + counts.in_flight
+        rest = {d.data.decode() for d in await receive_at_least(transport, total)}
+
+    acked = {m for line in reported for m in line.split()}
+    assert rest, "the consumer finished before the kill: the test proves nothing"
+    assert not acked & rest
+    assert len(sent - acked - rest) <= 20
+    await transport.close()
+
+
+async def read_rest(process: Process) -> str:
+    assert process.stdout is not None
+    chunks = [chunk async for chunk in process.stdout]
+    return b"".join(chunks).decode()
+
+
+def test_receive_and_counts_use_the_index_without_sorting(tmp_path: Path) -> None:
+    """Receive stays O(log n) with a million queued: an index range scan, never a sort or scan."""
+    conn = sqlite3.connect(tmp_path / "plan.db")
+    for statement in SCHEMA:
+        conn.execute(statement)
+    for sql, params in ((READY, ("q", 0.0, 10)), (FIRST_DUE, ("q",)), (COUNT_READY, ("q", 0.0))):
+        plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+        assert "INDEX asyncsup_messages_due (queue=?" in plan, plan
+        assert "TEMP B-TREE" not in plan and "SCAN" not in plan, plan
+    conn.close()
+
+
+async def test_close_ends_the_connection_thread(tmp_path: Path) -> None:
+    transport = open_transport(f"sqlite:///{tmp_path / 'q.db'}?queue=threadcheck")
+    await transport.publish([b"m"])
+    [thread] = [t for t in threading.enumerate() if t.name.startswith("asyncsup-sqlite-threadcheck")]
+
+    await transport.close()
+
+    thread.join(timeout=BOUND)  # blocks the loop for a moment: nothing else runs in this test
+    assert not thread.is_alive()
+
+
+async def test_a_missing_folder_is_a_transport_error_naming_the_url(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'nowhere' / 'q.db'}"
+    transport = open_transport(url)
+
+    with pytest.raises(TransportError, match="unable to open database file") as caught:
+        await transport.counts()
+
+    assert str(caught.value).startswith(url)
+    assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+    await transport.close()
+
+
+async def test_a_file_that_is_not_a_database_is_a_transport_error(tmp_path: Path) -> None:
+    (tmp_path / "q.db").write_bytes(b"this is not an SQLite file, just some text" * 100)
+    transport = open_transport(f"sqlite:///{tmp_path / 'q.db'}")
+
+    with pytest.raises(TransportError, match="not a database") as caught:
+        await transport.publish([b"m"])
+
+    assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
+    await transport.close()
+
+
+async def test_full_synchronous_mode_works_the_same(tmp_path: Path) -> None:
+    transport = open_transport(f"sqlite:///{tmp_path / 'q.db'}?synchronous=FULL")
+    assert isinstance(transport, SqliteTransport)
+    await transport.publish([b"durable"])
+
+    got = await transport.receive(1, lease=BOUND, wait=0)
+    await transport.ack(got)
+
+    assert [d.data for d in got] == [b"durable"]
+    await transport.close()
+
+
+async def test_connections_racing_to_create_a_file_all_succeed(tmp_path: Path) -> None:
+    """SQLite fails at once, without waiting, when connections race to switch a new file to WAL;
+    the transport must retry that instead of surfacing "database is locked"."""
+    for attempt in range(60):
+        url = f"sqlite:///{tmp_path / f'race{attempt}.db'}"
+        transports = [open_transport(url) for _ in range(8)]
+        async with anyio.create_task_group() as tg:
+            for transport in transports:
+                tg.start_soon(transport.publish, [b"m"])
+        assert (await transports[0].counts()).ready == 8
+        for transport in transports:
+            await transport.close()
