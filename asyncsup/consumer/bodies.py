@@ -95,6 +95,10 @@ def _object_check(
     build: Callable[..., Any], name: str, checks: dict[str, Check], required: frozenset[str]
 ) -> Check:
     known = frozenset(checks)
+    # Fields whose check is "exactly this JSON type" are checked inline (no call per field);
+    # the others (float, Optional, nested, ...) may also convert the value.
+    exact = {key: kind for key, c in checks.items() if (kind := getattr(c, "exact_type", None))}
+    others = {key: c for key, c in checks.items() if key not in exact}
 
     def check(value: Any) -> Any:
         if type(value) is not dict:
@@ -103,12 +107,21 @@ def _object_check(
             raise _Mismatch(f"unknown field(s) {_names(value.keys() - known)} for {name}")
         if not required <= value.keys():
             raise _Mismatch(f"missing required field(s) {_names(required - value.keys())}")
-        out = {}
+        out = value
         for key, item in value.items():
+            kind = exact.get(key)
+            if kind is not None:
+                if type(item) is not kind:
+                    raise _Mismatch(f"{key}: {_expected(_EXACT_NAMES[kind], item)}")
+                continue
             try:
-                out[key] = checks[key](item)
+                converted = others[key](item)
             except _Mismatch as exc:
                 raise _Mismatch(f"{key}: {exc}") from None
+            if converted is not item:
+                if out is value:
+                    out = dict(value)
+                out[key] = converted
         return build(**out)
 
     return check
@@ -154,7 +167,17 @@ def _exact(kind: type, expected: str) -> Check:
             raise _expected(expected, value)
         return value
 
+    check.exact_type = kind  # type: ignore[attr-defined]
     return check
+
+
+_EXACT_NAMES = {
+    type(None): "null",
+    bool: "a boolean",
+    int: "an integer",
+    str: "a string",
+    dict: "an object",
+}
 
 
 def _float(value: Any) -> Any:

@@ -104,7 +104,9 @@ class Worker:
         self._room_event: anyio.Event | None = None
         self._receive_scope: anyio.CancelScope | None = None
         self._acks_ready = anyio.Event()
+        self._acks_signalled = False  # plain flags: cheaper than Event.is_set() per message
         self._flush_now = anyio.Event()
+        self._flush_signalled = False
         self._stopped = anyio.Event()
         self._intake_done = anyio.Event()
         self._stop_reason = ""
@@ -204,13 +206,15 @@ class Worker:
                 await self._park()
 
     async def _process(self, i: int, delivery: Delivery) -> None:
+        """One message, start to outcome. The hot path: every line here is paid per message."""
         self._running += 1
         started = time.perf_counter() if self._debug else 0.0
         envelope: Envelope | None = None
         try:
             envelope = decode(delivery.data)
             spec = self._registry.get(envelope.type)
-            if delivery.deliveries > envelope.attempt + MAX_UNSETTLED_DELIVERIES:
+            n = delivery.deliveries
+            if n > 1 + MAX_UNSETTLED_DELIVERIES and n > envelope.attempt + MAX_UNSETTLED_DELIVERIES:
                 raise MessageError(_unsettled(delivery, envelope))
             body = spec.decode(envelope.body)
             if self._debug:
@@ -218,22 +222,29 @@ class Worker:
             if spec.is_async:
                 await spec.func(body)
             else:
-                await anyio.to_thread.run_sync(
-                    spec.func, body, abandon_on_cancel=True, limiter=self._limiter
-                )
+                await anyio.to_thread.run_sync(spec.func, body, abandon_on_cancel=True, limiter=self._limiter)
         except Exception as exc:
             await self._settler.settle_failure(i, delivery, envelope, exc)
             self._check_limits()
         else:
             self._settler.ack_later(i, delivery, envelope, started)
-            if not self._acks_ready.is_set():
+            if not self._acks_signalled:
+                self._acks_signalled = True
                 self._acks_ready.set()
         finally:
             self._running -= 1
-            if (self._running == 0 and self._buffered == 0) or self._settler.acks_full():
-                self._flush_now.set()
-            if self._room_event is not None and self._intake_ready():
-                self._room_event.set()
+            self._after_message()
+
+    def _after_message(self) -> None:
+        """Wake the flusher when the batch is done or big enough, and the intake when there is room."""
+        busy = self._running + self._buffered
+        if not self._flush_signalled and (busy == 0 or self._settler.acks_full()):
+            self._flush_signalled = True
+            self._flush_now.set()
+        room_possible = busy == 0 or busy <= self._capacity - self._min_room
+        if self._room_event is not None and room_possible and self._intake_ready():
+            self._room_event.set()
+            self._room_event = None  # the intake holds it; one wake-up is enough
 
     async def _park(self) -> None:
         event = anyio.Event()
@@ -269,8 +280,8 @@ class Worker:
         try:
             while not self._stopped.is_set():
                 if not self._intake_ready():
-                    self._room_event = anyio.Event()
-                    await self._room_event.wait()
+                    room = self._room_event = anyio.Event()
+                    await room.wait()
                     self._room_event = None
                     continue
                 await self._receive_round(self._room())
@@ -318,8 +329,8 @@ class Worker:
             await self._acks_ready.wait()
             with anyio.move_on_after(self._ack_delay):
                 await self._flush_now.wait()
-            self._acks_ready = anyio.Event()
-            self._flush_now = anyio.Event()
+            self._acks_ready, self._acks_signalled = anyio.Event(), False
+            self._flush_now, self._flush_signalled = anyio.Event(), False
             await self._settler.flush_acks()
             self._check_limits(memory=True)
 
