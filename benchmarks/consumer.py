@@ -31,7 +31,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -200,8 +199,9 @@ def one_round(n: int, huey_python: str | None) -> dict[str, dict[str, float]]:
         out["consume_rate"] = n / out["consume_s"]
         out["cpu_us_per_msg"] = out["cpu_s"] / n * 1e6
         results[case] = out
-        print(f"  {case:24} enqueue {out['enqueue_rate']:>9,.0f}/s  consume {out['consume_rate']:>9,.0f}/s  "
-              f"CPU {out['cpu_us_per_msg']:6.1f} µs/msg  RSS {out['rss_mb']:5.1f} MB", flush=True)  # fmt: skip
+        print(f"  {case:24} enqueue {out['enqueue_rate']:>9,.0f}/s  "
+              f"consume {out['consume_rate']:>9,.0f}/s  CPU {out['cpu_us_per_msg']:6.1f} µs/msg  "
+              f"RSS {out['rss_mb']:5.1f} MB", flush=True)  # fmt: skip
     return results
 
 
@@ -227,16 +227,14 @@ def report(rounds: list[dict[str, dict[str, float]]], n: int) -> str:
             continue
         vs_huey = ratio_of(rounds, case, "huey-sqlite")
         vs_raw = ratio_of(rounds, case, "raw-sqlite3")
-        lines.append(
-            f"| {case} | {median_of(rounds, case, 'enqueue_rate'):,.0f} | "
-            f"{median_of(rounds, case, 'consume_rate'):,.0f} | {median_of(rounds, case, 'cpu_us_per_msg'):.1f} | "
-            f"{median_of(rounds, case, 'rss_mb'):.1f} | {_x(vs_huey)} | {_x(vs_raw)} |"
-        )
+        cells = [f"{median_of(rounds, case, key) or 0:{fmt}}" for key, fmt in _COLUMNS]
+        lines.append(f"| {case} | {' | '.join(cells)} | {_x(vs_huey)} | {_x(vs_raw)} |")
     lines += ["", "Goals:"]
     memory = median_of(rounds, "asyncsup-memory", "consume_rate") or 0.0
     vs_huey = ratio_of(rounds, "asyncsup-sqlite", "huey-sqlite")
     raw_over = ratio_of(rounds, "raw-sqlite3", "asyncsup-sqlite")
-    lines.append(f"- memory:// >= 100,000 msg/s: {memory:,.0f} -> {'met' if memory >= 100_000 else 'NOT met'}")
+    met = "met" if memory >= 100_000 else "NOT met"
+    lines.append(f"- memory:// >= 100,000 msg/s: {memory:,.0f} -> {met}")
     if vs_huey is not None:
         lines.append(f"- sqlite >= 20x huey: {vs_huey:.1f}x -> {'met' if vs_huey >= 20 else 'NOT met'}")
     if raw_over is not None:
@@ -245,12 +243,16 @@ def report(rounds: list[dict[str, dict[str, float]]], n: int) -> str:
     return "\n".join(lines)
 
 
+_COLUMNS = (("enqueue_rate", ",.0f"), ("consume_rate", ",.0f"), ("cpu_us_per_msg", ".1f"), ("rss_mb", ".1f"))
+
+
 def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-huey", action="store_true", help="skip huey (no venv install)")
