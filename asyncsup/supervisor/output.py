@@ -207,12 +207,13 @@ class PipeRelay(asyncio.Protocol):
         self,
         framer: Framer,
         sink: LineSink | None,
-        on_line: Callable[[str], None] | None = None,
+        on_line: Callable[[str], bool] | None = None,
         tail: OutputTail | None = None,
     ) -> None:
         self.framer = framer
         self.sink = sink
-        self.on_line = on_line  # readiness by line: called for each line until it is cleared
+        self.on_line = on_line  # readiness by line: called for each line until it returns True
+        self._unmatched = b""  # the start of a line not yet complete, for on_line
         self.tail = tail  # recent output for `asyncsup ctl tail`: raw chunks, before framing
         self.closed = asyncio.get_running_loop().create_future()
         self._transport: asyncio.ReadTransport | None = None
@@ -248,11 +249,15 @@ class PipeRelay(asyncio.Protocol):
             self._transport.close()
 
     def _match_lines(self, data: bytes) -> None:
+        """Lines for on_line are joined across reads (a read may end mid-line); the unfinished
+        last line is offered too, so a prompt-like "ready" without a newline still matches."""
         assert self.on_line is not None
-        for line in data.decode("utf-8", "replace").splitlines():
-            if self.on_line is None:
-                break
-            self.on_line(line)
+        *lines, self._unmatched = (self._unmatched + data).split(b"\n")
+        self._unmatched = self._unmatched[-MAX_LINE:]
+        for line in [*lines, self._unmatched] if self._unmatched else lines:
+            if self.on_line(line.decode("utf-8", "replace")):
+                self.on_line, self._unmatched = None, b""  # matched: stop paying for it
+                return
 
     def _pause(self) -> None:
         assert self._transport is not None and self.sink is not None
@@ -282,9 +287,11 @@ async def connect_relay(read_fd: int, relay: PipeRelay) -> None:
     await loop.connect_read_pipe(lambda: relay, os.fdopen(read_fd, "rb", buffering=0))
 
 
-def line_matcher(pattern: re.Pattern[str], on_match: Callable[[], None]) -> Callable[[str], None]:
-    def check(line: str) -> None:
+def line_matcher(pattern: re.Pattern[str], on_match: Callable[[], None]) -> Callable[[str], bool]:
+    def check(line: str) -> bool:
         if pattern.search(line):
             on_match()
+            return True
+        return False
 
     return check
