@@ -279,6 +279,25 @@ def test_ready_check_holds_starting_until_it_passes(
     assert run.stop() == 0
 
 
+def test_ready_line_cut_across_two_writes_still_matches(supervise: Harness, loop_kind: str) -> None:
+    """A program prints its ready line in two writes (as a buffered logger may): "listen", then
+    "ing\\n" a moment later. It is one line, and it matches `^listening$`."""
+    run = supervise(
+        """
+        [programs.svc]
+        command = ["sh", "-c", "printf listen; sleep 0.3; printf 'ing\\\\n'; exec sleep 60"]
+        startsecs = 0
+        startretries = 0
+        ready = { line = "^listening$", timeout = "5s" }
+        """,
+        loop=loop_kind,
+    )
+    run.wait_line(r"^svc \| listening$", "stdout")
+    run.wait_line(r"svc: STARTING -> (RUNNING|STOPPING)", "stderr")
+    assert run.matching(r"svc: STARTING -> RUNNING", "stderr")
+    assert run.stop() == 0
+
+
 def test_ready_timeout_counts_as_a_failed_start(supervise: Harness, loop_kind: str) -> None:
     run = supervise(
         """

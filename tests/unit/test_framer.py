@@ -154,3 +154,47 @@ def test_appending_to_a_file_already_over_max_bytes_rotates_it_first(tmp_path: P
     target.write(b"new line\n")
     target.close()
     assert read_all(path, 1) == [b"o" * 49 + b"\n", b"new line\n"]
+
+
+# -- ready lines through PipeRelay ----------------------------------------------------------------
+
+
+def offered_lines(chunks: list[bytes], pattern: str) -> tuple[list[str], int]:
+    """The lines a relay offers to a ready matcher, and how many times it matched."""
+    import asyncio
+    import re
+
+    from asyncsup.supervisor.output import PipeRelay, line_matcher
+
+    seen: list[str] = []
+    matches: list[None] = []
+
+    async def main() -> None:
+        check = line_matcher(re.compile(pattern), lambda: matches.append(None))
+
+        def on_line(line: str) -> bool:
+            seen.append(line)
+            return check(line)
+
+        relay = PipeRelay(Framer("w", "stdout", json_lines=False), None, on_line)
+        for chunk in chunks:
+            relay.data_received(chunk)
+
+    asyncio.run(main())
+    return seen, len(matches)
+
+
+def test_a_ready_line_cut_across_reads_is_joined() -> None:
+    seen, matched = offered_lines([b"boot\nlis", b"ten", b"ing\nmore\n"], "^listening$")
+    assert matched == 1
+    assert "listening" in seen and "lis" in seen  # the unfinished line is offered too
+
+
+def test_an_unfinished_ready_line_matches_without_its_newline() -> None:
+    _, matched = offered_lines([b"Ready> "], "^Ready>")
+    assert matched == 1
+
+
+def test_matching_stops_after_the_first_match() -> None:
+    seen, matched = offered_lines([b"ready\n", b"ready\nready\n"], "ready")
+    assert (seen, matched) == (["ready"], 1)
