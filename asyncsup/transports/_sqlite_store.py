@@ -47,6 +47,9 @@ SCHEMA = (
     f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (queue, available_at)",
 )
 
+# A claim is a SELECT of the oldest ready rows then an UPDATE of those ids, in one BEGIN IMMEDIATE
+# transaction (nobody else can write in between). Not UPDATE ... RETURNING: it needs SQLite 3.35,
+# returns rows in no defined order, and measured no faster here.
 INSERT = f"INSERT INTO {TABLE} (queue, body, available_at, created_at) VALUES (?, ?, ?, ?)"
 FIRST_DUE = f"SELECT available_at FROM {TABLE} WHERE queue = ? ORDER BY available_at LIMIT 1"
 READY = (

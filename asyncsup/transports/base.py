@@ -195,16 +195,9 @@ def leases_by_token(deliveries: Sequence[Delivery]) -> dict[int, list[int]]:
         # Each distinct token is parsed once: a batch of 500 receipts has one.
         return {int(tail, 16): ids for tail, ids in by_tail.items() if tail}
     except ValueError:
-        bad = next(d.receipt for d in deliveries if not _is_receipt(d.receipt))
-        raise TransportError(f"not a receipt of this transport: {bad!r}") from None
-
-
-def _is_receipt(receipt: str) -> bool:
-    try:
-        parse_receipt(receipt)
-    except TransportError:
-        return False
-    return True
+        for delivery in deliveries:
+            parse_receipt(delivery.receipt)  # raises TransportError naming the bad one
+        raise
 
 
 # --- one helper object per event loop -------------------------------------------------------------

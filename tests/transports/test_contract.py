@@ -253,8 +253,12 @@ async def test_remove_deletes_by_receipt_whatever_the_state(transport: Transport
 
 
 async def test_a_foreign_receipt_is_a_transport_error(transport: Transport) -> None:
-    with pytest.raises(TransportError, match="not a receipt"):
-        await transport.remove(["1-0"])
+    foreign = Delivery("1700000000000-0", b"", 1, transport.queue)  # a Redis stream entry id
+
+    with pytest.raises(TransportError, match="not a receipt of this transport: '1700000000000-0'"):
+        await transport.remove([foreign.receipt])
+    with pytest.raises(TransportError, match="not a receipt of this transport: '1700000000000-0'"):
+        await transport.ack([foreign])
 
 
 # --- waiting ---------------------------------------------------------------------------------
