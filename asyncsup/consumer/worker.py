@@ -23,7 +23,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import anyio
 import anyio.to_thread
@@ -34,6 +33,7 @@ from asyncsup.consumer.handlers import HandlerRegistry
 from asyncsup.consumer.limits import Limits, rss_bytes
 from asyncsup.consumer.outcomes import Settler, Source
 from asyncsup.consumer.retry import MAX_UNSETTLED_DELIVERIES
+from asyncsup.consumer.statistics import ConsumerStatistics, WorkerResult
 from asyncsup.errors import MessageError
 from asyncsup.lifecycle import Shutdown
 from asyncsup.transports.base import Delivery
@@ -41,28 +41,6 @@ from asyncsup.transports.base import Delivery
 log = logging.getLogger("asyncsup.consumer")
 
 MEMORY_CHECK_INTERVAL = 0.5  # seconds between RSS reads: /proc costs ~10 µs, not per message
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerStatistics:
-    handled: int  # acked after the handler returned
-    failed: int  # sent to the failure queue (or logged and dropped without one)
-    retried: int  # requeued with a delay for another attempt
-    released: int  # prefetched, never started, given back on drain
-    running: int  # handlers running now
-    buffered: int  # received, waiting for a free worker
-    elapsed: float  # seconds since run() started
-
-    @property
-    def settled(self) -> int:
-        return self.handled + self.failed + self.retried
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerResult:
-    reason: str  # why it stopped, in words
-    limit_reached: bool  # True: a limit (restart me); False: a shutdown
-    statistics: ConsumerStatistics
 
 
 class Worker:
@@ -167,7 +145,7 @@ class Worker:
                 if self._limits.time:
                     tg.start_soon(self._time_limit)
                 await self._run_workers()
-                if not self._shutdown.forced:
+                with self._workers_scope:  # cancelled too if the shutdown is forced meanwhile
                     await self._intake_done.wait()  # a receive in progress hands its batch back
                 tg.cancel_scope.cancel()
         finally:
@@ -188,6 +166,9 @@ class Worker:
                 workers.cancel_scope.cancel()
             for _ in range(self._concurrency):
                 workers.start_soon(self._work)
+        self._workers_scope = anyio.CancelScope()  # what a forced shutdown cancels from now on
+        if self._shutdown.forced:
+            self._workers_scope.cancel()
 
     async def _work(self) -> None:
         queues = self._queues
@@ -388,20 +369,7 @@ class Worker:
         )
 
     def _log_summary(self, result: WorkerResult) -> None:
-        s = result.statistics
-        rate = s.settled / s.elapsed if s.elapsed > 0 else 0.0
-        log.info(
-            "consumer %s stopped (%s): %d handled, %d failed, %d retried, %d released "
-            "in %.1fs (%.0f msg/s)",
-            self.name,
-            result.reason or "cancelled",
-            s.handled,
-            s.failed,
-            s.retried,
-            s.released,
-            s.elapsed,
-            rate,
-        )
+        log.info("consumer %s stopped (%s): %s", self.name, result.reason or "cancelled", result.statistics)
 
 
 def _unsettled(delivery: Delivery, envelope: Envelope) -> str:
