@@ -19,8 +19,8 @@ import anyio
 from asyncsup.config import Config, Consumer, Program
 from asyncsup.consumer.handlers import HandlerRegistry
 from asyncsup.consumer.outcomes import Source
-from asyncsup.consumer.wiring import build_registry, opened
 from asyncsup.consumer.statistics import WorkerResult
+from asyncsup.consumer.wiring import build_registry, opened
 from asyncsup.consumer.worker import Worker
 from asyncsup.errors import AsyncsupError
 from asyncsup.lifecycle import Shutdown
