@@ -17,6 +17,8 @@ so an expired lease brings its message back through the very index that finds re
 ready means ``available_at <= now`` whatever the row's history, and a receive is one index range
 scan, O(log n) with a million messages queued. ``lease_token`` tells an in-flight message (token,
 time in the future) from a delayed one (no token), and makes settling match only the current lease.
+Times are unix time (``time.time()``), the one clock every process on the machine shares; a step of
+the system clock moves due times and lease ends with it.
 """
 
 from __future__ import annotations
