@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +44,9 @@ class Line:
 class Asyncsup:
     """One running asyncsup: its lines, its exit, signals to it, and the processes under it."""
 
-    def __init__(self, argv: Sequence[str], cwd: Path, env: dict[str, str], capture_stdout: bool) -> None:
+    def __init__(
+        self, argv: Sequence[str], cwd: Path, env: dict[str, str], capture_stdout: bool, read_stdout: bool
+    ) -> None:
         self.argv = list(argv)
         self.token = env[TOKEN_VAR]
         self.lines: list[Line] = []
@@ -60,7 +62,7 @@ class Asyncsup:
             start_new_session=True,  # a ^C in the test terminal must not reach it
         )
         self._threads = []
-        for name in ("stdout", "stderr"):
+        for name in ("stdout", "stderr") if read_stdout else ("stderr",):
             pipe = getattr(self.proc, name)
             if pipe is not None:
                 self._open_streams += 1
@@ -301,6 +303,15 @@ def wait_gone(pids: Sequence[int], timeout: float = WAIT) -> list[int]:
             os.close(fd)
 
 
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    """For states only /proc shows (no event to wait on): check every 10 ms, bounded."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.01)
+
+
 def log_time(line: str) -> float:
     """The timestamp of a text-format asyncsup log line, as epoch seconds (ms precision)."""
     import datetime
@@ -323,6 +334,7 @@ class Harness:
     free_port = staticmethod(free_port)
     log_time = staticmethod(log_time)
     wait_gone = staticmethod(wait_gone)
+    wait_until = staticmethod(wait_until)
     pids_in_group = staticmethod(pids_in_group)
     proc_stat = staticmethod(proc_stat)
     proc_status = staticmethod(proc_status)
@@ -340,15 +352,19 @@ class Harness:
         loop: str = "asyncio",
         env: dict[str, str] | None = None,
         capture_stdout: bool = True,
+        read_stdout: bool = True,
     ) -> Asyncsup:
-        """Write `config` to tmp_path/asyncsup.toml and start `asyncsup run` on it."""
+        """Write `config` to tmp_path/asyncsup.toml and start `asyncsup run` on it.
+
+        capture_stdout=False sends asyncsup's stdout to /dev/null; read_stdout=False leaves the
+        pipe unread (run.proc.stdout is the test's to read), to stall asyncsup's output."""
         path = self.tmp_path / "asyncsup.toml"
         path.write_text(config)
         full_env = {**os.environ, **(env or {}), TOKEN_VAR: uuid.uuid4().hex}
         full_env.pop("ASYNCSUP_LOOP", None)
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
         argv = [PYTHON, "-m", "asyncsup", "run", str(path), "--loop", loop, *args]
-        handle = Asyncsup(argv, self.tmp_path, full_env, capture_stdout)
+        handle = Asyncsup(argv, self.tmp_path, full_env, capture_stdout, read_stdout)
         self.started.append(handle)
         return handle
 

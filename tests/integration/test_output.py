@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import select
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -140,6 +141,48 @@ def test_100mb_of_output_keeps_asyncsup_memory_bounded(supervise: Harness, loop_
     peak = supervise.kib(supervise.proc_status(run.pid)["VmHWM"])
     assert run.stop() == 0
     assert peak < 100 * 1024, f"asyncsup peak RSS {peak} KiB while relaying 100 MB"
+
+
+def test_a_stalled_stdout_blocks_the_child_not_our_memory(supervise: Harness, loop_kind: str) -> None:
+    """1. Nobody reads asyncsup's stdout (a stuck `docker logs` pipe); a child writes 100 MB.
+    2. The child ends up blocked in its own write, having written only what the pipes and the
+       sink buffer hold; asyncsup's RSS stays bounded.
+    3. Once stdout is read again everything arrives: every line, whole, exactly once."""
+    megabytes = 100
+    run = supervise(
+        f"""
+        [programs.spew]
+        command = {supervise.child("spew.py", megabytes)}
+        startsecs = 0
+        autorestart = "never"
+        """,
+        loop=loop_kind,
+        read_stdout=False,
+    )
+    pid = int(run.wait_line(r"spew: STARTING -> RUNNING \(pid (\d+)\)", "stderr")[1])
+    blocked: list[bool] = []
+
+    def stays_blocked() -> bool:  # 3 looks 10 ms apart: not a passing wait for a slow reader
+        blocked.append("pipe_write" in Path(f"/proc/{pid}/wchan").read_text())
+        return blocked[-3:] == [True] * 3
+
+    supervise.wait_until(stays_blocked, "the child stays blocked writing")
+    written = int(Path(f"/proc/{pid}/io").read_text().split("wchar: ")[1].split()[0])
+    rss = supervise.kib(supervise.proc_status(run.pid)["VmRSS"])
+    assert written < 16_000_000, f"the child wrote {written} bytes while our stdout was stalled"
+    assert rss < 100 * 1024, f"asyncsup RSS {rss} KiB while its stdout is stalled"
+    assert run.proc.stdout is not None
+    lines = megabytes * 10_000
+    expected = lines * len(b"spew | " + b"s" * 99 + b"\n")
+    received, newlines = 0, 0
+    # bounded: a lost line would otherwise leave us blocked on a pipe that stays open
+    while received < expected and select.select([run.proc.stdout], [], [], 20)[0]:
+        chunk = run.proc.stdout.read1(1 << 20)
+        received += len(chunk)
+        newlines += chunk.count(b"\n")
+    assert (newlines, received) == (lines, expected)
+    run.wait_line(r"spew: RUNNING -> EXITED \(exit 0\)", "stderr")
+    assert run.stop() == 0
 
 
 def test_file_output_rotates_on_line_boundaries(supervise: Harness, loop_kind: str, tmp_path: Path) -> None:

@@ -407,6 +407,45 @@ def test_a_second_sigterm_forces_the_stop(supervise: Harness, loop_kind: str) ->
     assert "slow: still running shutdown forced after SIGTERM; sending SIGKILL" in text
 
 
+def test_the_drain_deadline_forces_the_stop_and_exits_1(supervise: Harness, loop_kind: str) -> None:
+    """shutdown_timeout is the one deadline: a child that ignores SIGTERM with a longer
+    stop_timeout is SIGKILLed when it passes, and the cut-short drain exits 1."""
+    run = supervise(
+        """
+        [asyncsup]
+        shutdown_timeout = "0.5s"
+
+        [programs.slow]
+        command = ["sh", "-c", "trap '' TERM; echo ready; exec sleep 60"]
+        startsecs = 0
+        stop_timeout = "30s"
+        """,
+        loop=loop_kind,
+    )
+    run.wait_line(r"^slow \| ready$", "stdout")
+    pid = int(run.wait_line(r"slow: STARTING -> RUNNING \(pid (\d+)\)", "stderr")[1])
+    assert run.stop() == 1
+    assert supervise.wait_gone([pid]) == []
+    text = "\n".join(run.texts("stderr"))
+    assert "slow: STOPPING -> STOPPED (killed by SIGKILL)" in text
+    assert "forced: shutdown_timeout of 0.5s reached), exit code 1" in text
+
+
+def test_a_critical_program_that_cannot_start_exits_127(supervise: Harness) -> None:
+    run = supervise(
+        """
+        [programs.main]
+        command = "/nonexistent/program"
+        startretries = 0
+        critical = true
+        """
+    )
+    assert run.wait_exit() == 127
+    text = "\n".join(run.texts("stderr"))
+    assert "main: cannot start '/nonexistent/program': No such file or directory" in text
+    assert "main: STARTING -> FATAL (could not start: ENOENT; gave up after 1 failed start" in text
+
+
 # -- signals ----------------------------------------------------------------------------------------
 
 
