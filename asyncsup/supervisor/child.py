@@ -69,6 +69,7 @@ class Child:
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
         self._relays: list[PipeRelay] = []
+        self._last_group: int | None = None  # process group of the last copy, for leftovers
         self._settled = asyncio.Event()
         self._settled.set()
         self._changed = asyncio.Event()  # set and replaced at each state change (wait_change)
@@ -127,6 +128,7 @@ class Child:
 
     async def _live(self) -> tuple[ExitStatus, bool]:
         """One life of the process: spawn, reach RUNNING, exit (by itself or by request)."""
+        self._kill_leftovers()
         self._set(State.STARTING)
         self._flap.record_start(time.monotonic())
         try:
@@ -137,9 +139,12 @@ class Child:
         was_up = await self._wait_up(process)
         if was_up:
             await race(process.wait, self._stop.wait)
-        if process.returncode is None:
+        stopped = process.returncode is None
+        if stopped:
             await self._terminate(process)
         status = await self._reap(process)
+        if stopped:  # a stop means the whole group: members that ignored the signal go too
+            _killpg(process.pid, signal.SIGKILL)
         return status, was_up
 
     async def _wait_up(self, process: asyncio.subprocess.Process) -> bool:
@@ -286,11 +291,23 @@ class Child:
 
     async def _reap(self, process: asyncio.subprocess.Process) -> ExitStatus:
         returncode = await process.wait()
-        _killpg(process.pid, signal.SIGKILL)  # leftovers of its group would duplicate the next copy
+        # Remember the group only if members are left: while they live, the kernel cannot reuse
+        # its number, so a later killpg cannot hit a stranger's group.
+        self._last_group = process.pid if _killpg(process.pid, 0) else None
         self.runtime.reaper.disown(process.pid)
         self.runtime.reaper.kick()
         await self._drain_output()
         return ExitStatus.from_returncode(returncode)
+
+    def _kill_leftovers(self) -> None:
+        """Before the next copy starts, kill what the last one left in its process group.
+
+        Not at exit: an orphan that outlives its parent is reaped with its own status (PID 1 duty).
+        But a restart must not run beside a stray consumer of the previous copy.
+        """
+        group, self._last_group = self._last_group, None
+        if group is not None and _killpg(group, signal.SIGKILL):
+            log.warning("%s: killed what the previous copy left in process group %d", self.name, group)
 
     async def _drain_output(self) -> None:
         """Relay what the process wrote before it exited, before its exit is logged and before a
@@ -332,10 +349,13 @@ def _kill(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
-def _killpg(pid: int, signum: int) -> None:
+def _killpg(pid: int, signum: int) -> bool:
+    """Signal a process group; False when it has no member left (or we may not)."""
     try:
         os.killpg(pid, signum)
     except ProcessLookupError:
-        pass
+        return False
     except PermissionError:
         log.warning("pid %d: not allowed to send %s to its group", pid, signal_name(signum))
+        return False
+    return True
