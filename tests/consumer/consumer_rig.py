@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,28 @@ def worker_for(
     """A worker of one transport with one handler, for "Ping" messages."""
     return Worker(settings, [source], registry(("Ping", ping)), shutdown=shutdown or Shutdown(5),
                   failure=failure)  # fmt: skip
+
+
+class LogEvent(logging.Handler):
+    """An event set when the consumer logs a line containing `text`: something to wait on."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.event = anyio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+    def __enter__(self) -> anyio.Event:
+        logger = logging.getLogger("asyncsup.consumer")
+        self._level = logger.level
+        logger.setLevel(logging.INFO)
+        logger.addHandler(self)
+        return self.event
+
+    def __exit__(self, *exc: object) -> None:
+        logger = logging.getLogger("asyncsup.consumer")
+        logger.removeHandler(self)
+        logger.setLevel(self._level)

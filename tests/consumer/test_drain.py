@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 import pytest
-from consumer_rig import WAIT, Counter, Rig, Running, consumer, registry, run_until_stopped
+from consumer_rig import WAIT, Counter, LogEvent, Rig, Running, consumer, registry, run_until_stopped
 
 from asyncsup.consumer.worker import Worker
 from asyncsup.lifecycle import Shutdown
@@ -89,31 +89,6 @@ async def test_drain_finishes_running_handlers_and_returns_prefetched_at_once(ri
     assert (counts.ready, counts.in_flight) == (18, 0)
     again = await source.transport.receive(100, lease=30, wait=0)
     assert len(again) == 18 and {d.deliveries for d in again} == {1}  # release counted nothing
-
-
-class LogEvent(logging.Handler):
-    """An event set when the consumer logs a line containing `text`: something to wait on."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-        self.event = anyio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage():
-            self.event.set()
-
-    def __enter__(self) -> anyio.Event:
-        logger = logging.getLogger("asyncsup.consumer")
-        self._level = logger.level
-        logger.setLevel(logging.INFO)
-        logger.addHandler(self)
-        return self.event
-
-    def __exit__(self, *exc: object) -> None:
-        logger = logging.getLogger("asyncsup.consumer")
-        logger.removeHandler(self)
-        logger.setLevel(self._level)
 
 
 async def test_forced_shutdown_cancels_handlers_and_their_messages_come_back(rig: Rig) -> None:
