@@ -50,10 +50,11 @@ def fleet(
         if opts.measure_idle:
             out.update(_idle(sup, opts.idle_seconds))
             say(f"  idle CPU {out['idle_cpu_pct']:.3f} % over {opts.idle_seconds:.0f} s")
-        out["rss_mb"] = _procfs.rss_mb(sup)
+        out["rss_mb"], out["pss_mb"] = _procfs.rss_mb(sup), _procfs.pss_mb(sup)
         out["threads"] = _procfs.threads(sup)
-        if sup != s.proc.pid:  # type: ignore[union-attr]
-            out["shim_rss_mb"] = _procfs.rss_mb(s.proc.pid)  # type: ignore[union-attr]
+        shim = s.shim_pid(sup)
+        if shim is not None:
+            out["shim_rss_mb"], out["shim_pss_mb"] = _procfs.rss_mb(shim), _procfs.pss_mb(shim)
         samples = _restarts(s, driver, opts.kills, rng)
         out["restart_samples_s"] = samples
         out["restart_s"] = statistics.median(samples)
@@ -95,9 +96,7 @@ def _now() -> float:
 GENERATOR = """\
 import os, sys
 info, fifo, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
-with open(info + ".tmp", "w") as f:
-    f.write(str(os.getppid()))
-os.rename(info + ".tmp", info)
+open(info, "w").close()
 with open(fifo, "rb") as f:  # blocks until the harness says go, so the supervisor is idle
     f.read()
 block = memoryview((b"x" * 99 + b"\\n") * 10000)
@@ -113,10 +112,10 @@ def relay(driver: Driver, to_file: bool, total: int, say: Say, out: dict[str, ob
     """One child writes ``total`` bytes of 100-byte lines; how fast and at what CPU cost."""
     logdir: Path | None = None
     with _relay_session(driver, to_file, total) as s:
-        info, fifo = s.workdir / "gen.pid", s.workdir / "go.fifo"
+        info, fifo = s.workdir / "gen.ready", s.workdir / "go.fifo"
         logdir = s.workdir / "logs" if to_file else None
         wait_for("the generator to start", lambda: _started(s, info), 60, 0.01)
-        sup = int(info.read_text())
+        sup = s.supervisor_pid()  # the generator's parent, found from our side of any namespace
         time.sleep(0.5)  # let the supervisor finish its own startup before the clock starts
         cpu0 = _procfs.cpu_ticks_seconds(sup)
         start = _go(fifo)
@@ -136,12 +135,13 @@ def relay(driver: Driver, to_file: bool, total: int, say: Say, out: dict[str, ob
 
 
 def _relay_session(driver: Driver, to_file: bool, total: int) -> Session:
-    session = Session(driver, [], "sleep", drain_marker=None if to_file else MARKER)
+    python = os.path.realpath("/usr/bin/python3")
+    comm = os.path.basename(python)[:15]
+    session = Session(driver, [], comm, drain_marker=None if to_file else MARKER)
     work = session.workdir
     (work / "gen.py").write_text(GENERATOR)
     os.mkfifo(work / "go.fifo")
-    python = os.path.realpath("/usr/bin/python3")
-    argv = (python, str(work / "gen.py"), str(work / "gen.pid"), str(work / "go.fifo"), str(total))
+    argv = (python, str(work / "gen.py"), str(work / "gen.ready"), str(work / "go.fifo"), str(total))
     log_file = None
     if to_file:
         (work / "logs").mkdir()

@@ -25,20 +25,28 @@ class BenchTimeout(Exception):
 
 
 def wait_for(
-    what: str, predicate: Callable[[], bool], timeout: float, interval: float = 0.002
+    what: str,
+    predicate: Callable[[], bool],
+    timeout: float,
+    interval: float = 0.002,
+    relative: float = 0.0,
 ) -> float:
     """Poll ``predicate`` until true; return the perf_counter time it was first seen true.
 
-    Polling is the only way to watch another process's /proc; ``interval`` bounds the error.
+    Polling is the only way to watch another process's /proc; the interval bounds the error.
+    With ``relative``, the interval grows to that fraction of the time waited so far (at most
+    50 ms): listing 1,000 children every 5 ms contends with fork() on the kernel's task list
+    and doubled supervisord's 1,000-child cold start, while a 2 % error costs nothing.
     """
-    deadline = time.perf_counter() + timeout
+    start = time.perf_counter()
+    deadline = start + timeout
     while True:
         now = time.perf_counter()
         if predicate():
             return now
         if now > deadline:
             raise BenchTimeout(what, timeout)
-        time.sleep(interval)
+        time.sleep(max(interval, min(0.05, relative * (now - start))))
 
 
 def read_text(path: str) -> str | None:
@@ -118,6 +126,19 @@ def rss_mb(pid: int) -> float:
     text = read_text(f"/proc/{pid}/status") or ""
     for line in text.splitlines():
         if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024 / 1e6
+    return float("nan")
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size in MB: shared pages split between the processes sharing them.
+
+    Tells what a forked PID-1 shim really adds: its RSS counts the interpreter pages it shares
+    copy-on-write with the supervisor it forked.
+    """
+    text = read_text(f"/proc/{pid}/smaps_rollup") or ""
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
             return int(line.split()[1]) * 1024 / 1e6
     return float("nan")
 

@@ -30,7 +30,9 @@ METRICS = [
     Metric("restart_100", "restart after kill -9 (median of kills)", "s"),
     Metric("idle_cpu_100", "idle CPU with 100 children", "%", digits=3),
     Metric("rss_100", "RSS with 100 children", "MB", digits=1),
+    Metric("pss_100", "  PSS (shared pages split)", "MB", digits=1),
     Metric("shim_rss_100", "RSS of the PID-1 shim (only as PID 1)", "MB", digits=1),
+    Metric("shim_pss_100", "  PSS of the PID-1 shim", "MB", digits=1),
     Metric("stop_100", "SIGTERM -> exited, 100 children", "s"),
     Metric("relay_file_mbps", "relay 200 MB to a rotating file", "MB/s", True, digits=0),
     Metric("relay_file_cpu", "  supervisor CPU per 100 MB (file)", "s", digits=2),
@@ -55,7 +57,13 @@ GOALS = {
     "relay_stdout_cpu": ("supervisord", "<", 1.0, "< supervisord"),
 }
 
-RATIOS = [("circus", "supervisord"), ("asyncsup", "supervisord"), ("asyncsup", "circus")]
+RATIOS = [
+    ("circus", "supervisord"),
+    ("asyncsup", "supervisord"),
+    ("asyncsup", "circus"),
+    ("asyncsup-asyncio", "supervisord"),
+    ("asyncsup-pid1", "supervisord"),
+]
 
 
 def median(values: Sequence[float | None]) -> float | None:

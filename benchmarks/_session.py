@@ -156,7 +156,9 @@ class Session:
     ) -> None:
         try:
             if self.proc is not None and self.proc.poll() is None:
-                self.proc.terminate()  # a polite chance first; leftovers are killed below
+                # A polite chance first (logs get flushed); leftovers are killed below.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.driver.stop_target(self.proc.pid), signal.SIGTERM)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(timeout=15)
         finally:
@@ -187,7 +189,8 @@ class Session:
             self.check_alive()
             return len(tree.running()) >= count
 
-        seen = wait_for(f"{count} {self.program_comm} children", ready, timeout, 0.005)
+        what = f"{count} {self.program_comm} children"
+        seen = wait_for(what, ready, timeout, interval=0.002, relative=0.02)
         return seen - self.launched_at
 
     def supervisor_pid(self) -> int:
@@ -195,6 +198,12 @@ class Session:
         assert self.tree is not None
         some = sorted(self.tree.running())
         return self.tree.supervisor_of(some[0]) if some else self.tree.root
+
+    def shim_pid(self, supervisor: int) -> int | None:
+        """The supervisor's parent when we did not launch the supervisor itself (PID-1 shim)."""
+        if supervisor == self.tree.root:  # type: ignore[union-attr]
+            return None
+        return _procfs.parent(supervisor)
 
     def kill_one_and_wait(self, victim: int, timeout: float) -> float:
         """SIGKILL one child; seconds until a replacement has exec'd the program."""
@@ -213,8 +222,9 @@ class Session:
     def stop(self, timeout: float) -> tuple[float, int]:
         """SIGTERM -> supervisor exited: (seconds, children still alive at that moment)."""
         assert self.proc is not None
+        target = self.driver.stop_target(self.proc.pid)
         start = time.perf_counter()
-        self.proc.send_signal(signal.SIGTERM)
+        os.kill(target, signal.SIGTERM)
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

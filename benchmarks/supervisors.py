@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _measures
 import _report
-from _drivers import DRIVERS, Driver
+from _drivers import DEFAULT, DRIVERS, Driver
 from _procfs import BenchTimeout
 from _session import become_subreaper, kill_everything_we_started
 
@@ -44,7 +44,11 @@ def say(text: str) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="1 run, fewer kills, shorter idle window")
-    p.add_argument("--only", default=",".join(DRIVERS), help="comma list of supervisors")
+    p.add_argument(
+        "--only",
+        default=",".join(DEFAULT),
+        help=f"comma list of {', '.join(DRIVERS)} (default: {', '.join(DEFAULT)})",
+    )
     p.add_argument("--measures", default=",".join(MEASURES), help="comma list of " + str(MEASURES))
     p.add_argument("--runs", type=int, help="runs per measure (default 3, 1 with --quick)")
     p.add_argument("--relay-mb", type=int, default=200, help="MB written by the relay child")
@@ -87,7 +91,9 @@ ROWS = {
         "restart_s": "restart_100",
         "idle_cpu_pct": "idle_cpu_100",
         "rss_mb": "rss_100",
+        "pss_mb": "pss_100",
         "shim_rss_mb": "shim_rss_100",
+        "shim_pss_mb": "shim_pss_100",
         "stop_s": "stop_100",
     },
     "relay_file": {"mb_per_s": "relay_file_mbps", "cpu_s_per_100mb": "relay_file_cpu"},
@@ -161,7 +167,7 @@ def main(argv: list[str]) -> int:
     table = _report.table(results, names)
     print(table)
     say(f"done in {time.perf_counter() - started:.0f} s")
-    full = set(names) == set(DRIVERS) and set(args.measures) == set(MEASURES)
+    full = set(names) >= set(DEFAULT) and set(args.measures) == set(MEASURES)
     if args.save or (full and not args.no_save):
         meta = {
             "date": _report.now_text(),
