@@ -22,6 +22,7 @@ from .exits import ExitStatus, signal_name
 from .output import Framer, PipeRelay, connect_relay, line_matcher, make_pipe
 from .readiness import wait_ready
 from .runtime import Runtime
+from .spawn import DEVNULL, STDOUT, ChildProcess, spawn
 from .states import State
 from .tail import OutputTail
 
@@ -59,7 +60,7 @@ class Child:
         self.runtime = runtime
         self.state = State.STOPPED
         self.since = time.time()
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: ChildProcess | None = None
         self.restarts = 0
         self.failures = 0  # consecutive failures to start; reset once RUNNING
         self.last_exit: ExitStatus | None = None
@@ -147,7 +148,7 @@ class Child:
             _killpg(process.pid, signal.SIGKILL)
         return status, was_up
 
-    async def _wait_up(self, process: asyncio.subprocess.Process) -> bool:
+    async def _wait_up(self, process: ChildProcess) -> bool:
         """STARTING -> RUNNING once startsecs passed and the ready check said yes.
 
         With startsecs = 0 and no ready check it is up once spawned, even if it already exited:
@@ -214,7 +215,7 @@ class Child:
 
     # -- the OS side ------------------------------------------------------------------------------
 
-    async def _spawn(self) -> asyncio.subprocess.Process:
+    async def _spawn(self) -> ChildProcess:
         program = self.program
         argv, login_env = wrap_command(
             program.command, user=program.user, umask=program.umask, process=self.name
@@ -223,17 +224,15 @@ class Child:
         err_r, err_w = (-1, -1) if program.redirect_stderr else make_pipe()
         self._ready.clear()
         try:
-            with self.runtime.reaper.spawning():
-                process = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=None if program.stdin == "inherit" else asyncio.subprocess.DEVNULL,
-                    stdout=out_w,
-                    stderr=asyncio.subprocess.STDOUT if err_w < 0 else err_w,
-                    cwd=program.directory,
-                    env=self._environment(login_env),
-                    start_new_session=True,  # own session and group: killpg reaches the whole tree
-                )
-                self.runtime.reaper.own(process.pid)
+            process = spawn(
+                argv,
+                stdin=None if program.stdin == "inherit" else DEVNULL,
+                stdout=out_w,
+                stderr=STDOUT if err_w < 0 else err_w,
+                cwd=program.directory,
+                env=self._environment(login_env),
+                tracker=self.runtime.reaper,
+            )
         except OSError as exc:
             for fd in (out_r, err_r):
                 if fd >= 0:
@@ -273,7 +272,7 @@ class Child:
         )
         return _apply(env, self.program.environment)
 
-    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+    async def _terminate(self, process: ChildProcess) -> None:
         """STOPPING: the stop signal to the group, then SIGKILL after stop_timeout or when forced."""
         sig = self.program.stop_signal
         self._set(State.STOPPING, f"sent {sig.name}")
@@ -289,13 +288,11 @@ class Child:
             )
             _killpg(process.pid, signal.SIGKILL)
 
-    async def _reap(self, process: asyncio.subprocess.Process) -> ExitStatus:
+    async def _reap(self, process: ChildProcess) -> ExitStatus:
         returncode = await process.wait()
         # Remember the group only if members are left: while they live, the kernel cannot reuse
         # its number, so a later killpg cannot hit a stranger's group.
         self._last_group = process.pid if _killpg(process.pid, 0) else None
-        self.runtime.reaper.disown(process.pid)
-        self.runtime.reaper.kick()
         await self._drain_output()
         return ExitStatus.from_returncode(returncode)
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import Awaitable, Callable
 
 import anyio
 
 from ..config import Ready
 from .runtime import ChildTracker
+from .spawn import DEVNULL, spawn
 
 log = logging.getLogger("asyncsup.supervisor")
 
@@ -46,20 +49,15 @@ async def _tcp_open(host: str, port: int) -> bool:
 
 async def _command_ok(argv: tuple[str, ...], reaper: ChildTracker) -> bool:
     try:
-        with reaper.spawning():
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-            reaper.own(process.pid)
+        process = spawn(
+            argv, stdin=DEVNULL, stdout=DEVNULL, stderr=DEVNULL, cwd=None, env=os.environ, tracker=reaper
+        )
     except OSError as exc:
         log.warning("ready command %r cannot run: %s", argv[0], exc)
         return False
     try:
         return await process.wait() == 0
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        reaper.disown(process.pid)
+        if process.returncode is None:  # the ready timeout cancelled us: do not leave it behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
