@@ -85,8 +85,7 @@ class Transport(Protocol):
 
 DEFAULT_QUEUE = "default"
 
-# Schemes open_transport() knows, in the order error messages list them. redis:// and rediss://
-# are reserved for the Redis Streams transport that is not written yet.
+# Schemes open_transport() knows, in the order error messages list them.
 KNOWN_SCHEMES = ("memory", "redis", "rediss", "sqlite")
 
 
@@ -97,6 +96,7 @@ def open_transport(url: str, *, memory: MemoryBroker | None = None) -> Transport
     the same name on the same ``memory`` broker share it (default: one broker per event loop).
     ``sqlite:///relative/path.db?queue=NAME`` (relative to the current directory) or
     ``sqlite:////absolute/path.db``: the embedded durable queue, see sqlite.py for the options.
+    ``redis://host:port/db?stream=NAME`` (or ``rediss://``): Redis Streams, see redis.py.
     The queue name defaults to "default". Unknown schemes raise UnknownTransport.
     """
     parts = urlsplit(url)
@@ -111,8 +111,9 @@ def open_transport(url: str, *, memory: MemoryBroker | None = None) -> Transport
         return open_sqlite(url, parts)
     if scheme in ("redis", "rediss"):
         _require_redis()
-        # The scheme is ours but its module is not written yet: say which ones work today.
-        raise UnknownTransport(scheme, _available())
+        from asyncsup.transports.redis import open_redis
+
+        return open_redis(url, parts)
     raise UnknownTransport(scheme or url, KNOWN_SCHEMES)
 
 
@@ -121,10 +122,6 @@ def _require_redis() -> None:
         import redis  # noqa: F401
     except ImportError:
         raise MissingExtra("the Redis transport", "redis") from None
-
-
-def _available() -> tuple[str, ...]:
-    return tuple(s for s in KNOWN_SCHEMES if not s.startswith("redis"))
 
 
 def url_options(url: str, parts: SplitResult, allowed: Iterable[str]) -> dict[str, str]:

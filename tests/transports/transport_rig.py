@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import redis_rig
+
 from asyncsup.transports.base import Transport, open_transport
 from asyncsup.transports.memory import MemoryBroker
 
-TRANSPORTS = ["memory", "sqlite"]
+TRANSPORTS = ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
 
 
 class Opener:
@@ -18,6 +21,9 @@ class Opener:
         self.folder = folder
         self.broker = MemoryBroker()
         self.opened: list[Transport] = []
+        if kind == "redis":  # keys under a prefix of this test's own, deleted by close_all()
+            redis_rig.require_redis()
+            self.prefix = redis_rig.new_prefix()
 
     def __repr__(self) -> str:
         return f"<Opener {self.kind}, {len(self.opened)} transports opened>"
@@ -29,6 +35,8 @@ class Opener:
         if self.kind == "sqlite":
             extra = f"&poll={poll}" if poll is not None else ""
             return f"sqlite:///{self.folder / 'queue.db'}?queue={queue}{extra}"
+        if self.kind == "redis":  # poll: how long an idle receive blocks before it re-checks
+            return redis_rig.url(self.prefix + queue, **({"recheck": poll} if poll else {}))
         raise AssertionError(f"no URL for transport kind {self.kind!r}")
 
     def __call__(self, queue: str = "default", *, poll: float | None = None) -> Transport:
@@ -39,3 +47,5 @@ class Opener:
     async def close_all(self) -> None:
         for transport in self.opened:
             await transport.close()
+        if self.kind == "redis":
+            redis_rig.delete_keys(self.prefix)

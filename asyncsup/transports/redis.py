@@ -1,0 +1,401 @@
+"""redis:// and rediss:// — Redis Streams with one consumer group: the queue for many machines.
+
+``redis://[[user]:password@]host[:port][/db]?stream=NAME&group=NAME&consumer=NAME`` (``rediss://``
+for TLS), with options:
+
+- ``stream=NAME`` (or ``queue=NAME``, as for sqlite://): default "default". The stream's key.
+- ``group=NAME``: default "asyncsup". Created on first use (MKSTREAM), from the stream's start.
+- ``consumer=NAME``: default ``<hostname>-<pid>-<6 random hex>``, unique per transport object, so
+  two workers never share pending entries by accident (Symfony's classic duplicate). A consumer
+  that holds nothing is removed from the group when its transport closes; consumers that hold
+  nothing and were not seen for a day (processes that died) are removed then too.
+- ``format=asyncsup|symfony``: with ``symfony``, entries written by Symfony Messenger (field
+  ``message``) are handed out as our envelope, and Symfony's delayed set is moved too
+  (redis_interop.py). Our own entries always use the field ``m``.
+- ``recheck=SECONDS`` (default 1): the longest an idle receive blocks before it looks again for
+  what Redis cannot wake it for: a lease that runs out, a release or a delayed message scheduled
+  by *another* transport while it waits. Its own delayed messages and the lease ends it can see
+  (up to 200 pending entries) wake it on time; new entries wake it at once.
+- ``retry_for=SECONDS`` (default 10): how long publish/ack/... wait for Redis to come back after
+  a connection loss before they raise TransportError (a receive waits its own ``wait``).
+- ``prefix=NAME`` (default "asyncsup"): the key of the fleet-wide stop mark, ``<prefix>:restart``.
+
+Keys: the stream, ``<stream>:delayed`` (sorted set), and with format=symfony ``<stream>__queue``.
+One group per stream: acked entries are deleted (XDEL, so the stream does not grow), which would
+delete them for other groups too; a warning is logged when the stream has several groups.
+
+How leases, tokens, releases and delays map onto Redis is in redis_scripts.py; each method is
+one script (one atomic round trip), except publish (one pipelined XADD per batch) and an idle
+receive, which blocks in ``XREAD`` until an entry it has not seen arrives, then takes. Connection
+losses are ridden out in redis_link.py. A publish retried after a connection loss can store a
+batch twice (at-least-once); nothing is lost, and no entry is acked twice (acks check the lease).
+Not supported: Redis Cluster (the keys of a queue would need one hash slot), Sentinel.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import SplitResult, unquote
+
+import anyio
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from asyncsup.errors import TransportClosed, TransportError
+from asyncsup.transports import redis_scripts as lua
+from asyncsup.transports.base import (
+    DEFAULT_QUEUE,
+    Delivery,
+    QueueCounts,
+    seconds_option,
+    url_options,
+)
+from asyncsup.transports.redis_interop import FIELD, foreign
+from asyncsup.transports.redis_link import Link, Script, block_ms, command
+
+log = logging.getLogger("asyncsup.transports.redis")
+
+OPTIONS = ("stream", "queue", "group", "consumer", "format", "recheck", "retry_for", "prefix")
+RECEIPT = re.compile(r"(\d+-\d+|z[0-9a-f]{16}):\d+")
+STALE_CONSUMER_MS = 86_400_000  # a consumer holding nothing, unseen this long, is forgotten
+DELAYED_BATCH = 1000  # messages per delayed-publish script
+
+
+@dataclass(frozen=True, slots=True)
+class RedisOptions:
+    stream: str
+    group: str = "asyncsup"
+    consumer: str | None = None  # None: made unique on first use
+    symfony: bool = False
+    recheck: float = 1.0
+    retry_for: float = 10.0
+    prefix: str = "asyncsup"
+
+
+class RedisTransport:
+    """A Redis stream read through one consumer group; see the module docstring."""
+
+    def __init__(self, url: str, options: RedisOptions, make_client: Callable[[], Redis]) -> None:
+        self.url = url  # the password, if any, is masked
+        self.queue = options.stream
+        self._options = options
+        self._link = Link(url, make_client, options.retry_for)
+        self._keys = (options.stream, f"{options.stream}:delayed", f"{options.stream}__queue")
+        self._consumer = options.consumer
+        self._symfony = "1" if options.symfony else "0"
+        self._closed = False
+        self._warned_groups = False
+        self._waiting: set[anyio.CancelScope] = set()  # idle receives, woken by close()
+
+    def __repr__(self) -> str:
+        who = self._consumer or "no consumer name yet"
+        if self._closed:
+            state = "closed"
+        elif self._link.down:
+            state = "reconnecting"
+        else:
+            state = f"{len(self._waiting)} receives waiting" if self._waiting else "open"
+        return f"<RedisTransport {self.url} group {self._options.group!r} as {who!r}, {state}>"
+
+    @property
+    def consumer(self) -> str:
+        """This transport's consumer name in the group (chosen on first use: pid after a fork)."""
+        if self._consumer is None:
+            self._consumer = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+        return self._consumer
+
+    # --- producing ---------------------------------------------------------------------------
+
+    async def publish(self, messages: Sequence[bytes], *, delay: float = 0.0) -> list[str]:
+        self._check_open()
+        if not messages:
+            return []
+        if delay > 0:
+            return await self._publish_delayed(messages, delay)
+        stream = self.queue
+
+        async def xadd(r: Redis) -> list[bytes]:
+            async with r.pipeline(transaction=False) as pipe:
+                for message in messages:
+                    pipe.execute_command("XADD", stream, "*", FIELD, message)
+                result: list[bytes] = await pipe.execute()
+                return result
+
+        return [entry_id.decode() for entry_id in await self._link.call(xadd)]
+
+    async def _publish_delayed(self, messages: Sequence[bytes], delay: float) -> list[str]:
+        ids = []
+        for start in range(0, len(messages), DELAYED_BATCH):
+            args: list[Any] = [_ms(delay)]
+            for message in messages[start : start + DELAYED_BATCH]:
+                uniq = os.urandom(8).hex()
+                args += (uniq, message)
+                ids.append("z" + uniq)
+            await self._run(lua.PUBLISH_DELAYED, self._keys[1:2], args)
+        return ids
+
+    # --- consuming ---------------------------------------------------------------------------
+
+    async def receive(self, max_count: int, *, lease: float, wait: float) -> list[Delivery]:
+        if max_count < 1:
+            raise ValueError(f"max_count must be >= 1, got {max_count}")
+        self._check_open()
+        deadline = anyio.current_time() + max(wait, 0.0)
+        while True:
+            batch, wake, last_id = await self._take(max_count, lease, deadline)
+            if batch:
+                return batch
+            left = deadline - anyio.current_time()
+            if left <= 0:
+                return []
+            if last_id is not None:  # None: Redis unreachable, the take already waited
+                pause = min(left, self._options.recheck, wake if wake is not None else left)
+                await self._wait_for_new(last_id, pause, deadline)
+
+    async def _take(
+        self, count: int, lease: float, deadline: float
+    ) -> tuple[list[Delivery], float | None, bytes | None]:
+        """Move due delayed messages, reclaim ended leases, read new entries: one script.
+
+        Each attempt is shielded, so a cancellation cannot lose the reply; if one came while
+        the script ran, what it handed out is given back (uncounted) before the cancel goes on.
+        """
+        args = [self._options.group, self.consumer, count, _ms(lease), self._symfony]
+        reply = await self._link.call_or(
+            lambda r: self._eval(r, lua.TAKE, self._keys, args), None, until=deadline, shield=True
+        )
+        if reply is None:
+            return [], None, None
+        if len(reply) == 2:
+            wake = float(reply[0]) / 1000 if reply[0] is not None else None
+            return [], wake, reply[1]
+        batch = self._deliveries(reply, 2)
+        try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._give_back(batch)
+            raise
+        return batch, None, None
+
+    async def _wait_for_new(self, last_id: bytes, pause: float, deadline: float) -> None:
+        """Block until an entry after the group's last delivered one exists, or `pause` passed."""
+        args = ("XREAD", "COUNT", 1, "BLOCK", block_ms(pause), "STREAMS", self.queue, last_id)
+        self._check_open()  # close() may have come while the take ran
+        with anyio.CancelScope() as scope:
+            self._waiting.add(scope)
+            try:
+                await self._link.call_or(lambda r: command(r, *args), None, until=deadline)
+            finally:
+                self._waiting.discard(scope)
+        self._check_open()
+
+    def _deliveries(self, reply: list[Any], start: int) -> list[Delivery]:
+        """Deliveries from a flat script reply: id, counter, kind, data, id, counter, ..."""
+        queue, out = self.queue, []
+        for i in range(start, len(reply), 4):
+            entry_id, counter, kind, data = reply[i].decode(), reply[i + 1], reply[i + 2], reply[i + 3]
+            if kind:
+                data = foreign(kind, data, entry_id, self._options.symfony)
+            out.append(Delivery(f"{entry_id}:{counter}", data, counter, queue))
+        return out
+
+    async def _give_back(self, batch: list[Delivery]) -> None:
+        """Release what a cancelled receive took; one attempt: if Redis fails, the lease ends."""
+        args = [self._options.group, self.consumer, *[d.receipt for d in batch]]
+        await self._link.call_or(
+            lambda r: self._eval(r, lua.RELEASE, self._keys[:1], args), None, until=anyio.current_time()
+        )
+
+    # --- settling ----------------------------------------------------------------------------
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        await self._settle(lua.ACK, deliveries)
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        await self._settle(lua.RELEASE, deliveries)
+
+    async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> None:
+        await self._settle(lua.EXTEND, deliveries, _ms(lease))
+
+    async def requeue(self, delivery: Delivery, data: bytes, *, delay: float) -> None:
+        self._check_open()
+        uniq = os.urandom(8).hex()
+        args = [self._options.group, self.consumer, _ms(delay), uniq, data, delivery.receipt]
+        await self._run(lua.REQUEUE, self._keys[:2], args)
+
+    async def _settle(self, script: Script, deliveries: Sequence[Delivery], *extra: Any) -> None:
+        """Run a settle script over the receipts; only leases this consumer still holds change."""
+        self._check_open()
+        if deliveries:
+            receipts = [d.receipt for d in deliveries]
+            await self._run(script, self._keys[:1], [self._options.group, self.consumer, *extra, *receipts])
+
+    # --- looking -----------------------------------------------------------------------------
+
+    async def counts(self) -> QueueCounts:
+        """ready: never delivered to the group (XINFO GROUPS lag) + leases that ended or were
+        released; in_flight: the rest of the pending entries; delayed: the delayed set(s)."""
+        self._check_open()
+        ready, in_flight, delayed = await self._run(
+            lua.COUNTS, self._keys, [self._options.group, self._symfony]
+        )
+        return QueueCounts(ready=int(ready), in_flight=int(in_flight), delayed=int(delayed))
+
+    async def browse(self, limit: int, offset: int = 0) -> list[Delivery]:
+        """Stream entries in order, then delayed ones by due time; receipts carry no lease."""
+        self._check_open()
+        if limit < 1:
+            return []
+        reply = await self._run(lua.BROWSE, self._keys[:2], [self._options.group, max(offset, 0), limit])
+        return [
+            Delivery(d.receipt.rpartition(":")[0] + ":0", d.data, d.deliveries, d.queue)
+            for d in self._deliveries(reply, 0)
+        ]
+
+    async def remove(self, receipts: Sequence[str]) -> int:
+        self._check_open()
+        for receipt in receipts:
+            if not RECEIPT.fullmatch(receipt):
+                raise TransportError(f"not a receipt of this transport: {receipt!r}")
+        if not receipts:
+            return 0
+        ids = [receipt.rpartition(":")[0] for receipt in receipts]
+        return int(await self._run(lua.REMOVE, self._keys[:2], [self._options.group, *ids]))
+
+    # --- the fleet-wide stop mark --------------------------------------------------------------
+
+    async def set_restart_mark(self) -> float:
+        """Ask every worker to stop after its current messages: ``<prefix>:restart`` = now.
+
+        The time is the Redis server's clock (one clock for the fleet). A worker compares the
+        mark with the one it read when it started: a newer mark means stop.
+        """
+        self._check_open()
+        key = f"{self._options.prefix}:restart"
+        return float(await self._link.call(lambda r: lua.SET_MARK.run(r, [key], [])))
+
+    async def restart_mark(self) -> float | None:
+        """The time of the last stop request (server clock, seconds), or None if there was none."""
+        self._check_open()
+        key = f"{self._options.prefix}:restart"
+        value = await self._link.call(lambda r: command(r, "GET", key))
+        return float(value) if value is not None else None
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop waiting receives, forget this consumer if it holds nothing, close connections."""
+        if self._closed:
+            return
+        self._closed = True
+        for scope in list(self._waiting):
+            scope.cancel()
+        if self._consumer is not None:
+            with anyio.CancelScope(shield=True):
+                await self._prune()
+        await self._link.close()
+
+    async def _prune(self) -> None:
+        args = [self._options.group, self.consumer, STALE_CONSUMER_MS]
+        await self._link.call_or(
+            lambda r: lua.PRUNE.run(r, self._keys[:1], args), None, until=anyio.current_time()
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosed(self.url)
+
+    async def _run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self._link.call(lambda r: self._eval(r, script, keys, args))
+
+    async def _eval(self, r: Redis, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a script; if the group is missing (first use, or Redis lost it), create it first."""
+        try:
+            return await script.run(r, keys, args)
+        except Exception as exc:
+            if not str(exc).startswith("NOGROUP"):
+                raise
+        groups = await lua.CREATE_GROUP.run(r, self._keys[:1], [self._options.group])
+        if groups > 1 and not self._warned_groups:
+            self._warned_groups = True
+            log.warning(
+                "%s: stream %r has %d consumer groups; acked entries are deleted for all of them",
+                self.url, self.queue, groups,
+            )  # fmt: skip
+        return await script.run(r, keys, args)
+
+
+def _ms(seconds: float) -> str:
+    """Milliseconds for a script: >= 0 and at most the lease horizon."""
+    return f"{min(max(seconds, 0.0) * 1000, lua.HORIZON_MS):.3f}"
+
+
+# --- opening by URL ----------------------------------------------------------------------------
+
+
+def open_redis(url: str, parts: SplitResult) -> RedisTransport:
+    """A RedisTransport for a redis:// or rediss:// URL (no connection is made yet)."""
+    options = url_options(url, parts, OPTIONS)
+    settings = RedisOptions(
+        stream=_stream_name(url, options),
+        group=options.get("group") or "asyncsup",
+        consumer=options.get("consumer") or None,
+        symfony=_format(url, options) == "symfony",
+        recheck=seconds_option(url, options, "recheck", 1.0) or 1.0,
+        retry_for=seconds_option(url, options, "retry_for", 10.0),
+        prefix=options.get("prefix") or "asyncsup",
+    )
+    client_kwargs = _client_kwargs(url, parts, settings.recheck)
+    return RedisTransport(_masked(url, parts), settings, lambda: Redis(**client_kwargs))
+
+
+def _stream_name(url: str, options: dict[str, str]) -> str:
+    stream, queue = options.get("stream"), options.get("queue")
+    if stream and queue and stream != queue:
+        raise TransportError(f"{url}: two stream names, stream={stream!r} and queue={queue!r}")
+    return stream or queue or DEFAULT_QUEUE
+
+
+def _format(url: str, options: dict[str, str]) -> str:
+    value = options.get("format", "asyncsup")
+    if value not in ("asyncsup", "symfony"):
+        raise TransportError(f"{url}: option 'format': expected asyncsup or symfony, got {value!r}")
+    return value
+
+
+def _client_kwargs(url: str, parts: SplitResult, recheck: float) -> dict[str, Any]:
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise TransportError(f"{url}: the port is not a number") from None
+    db = parts.path.strip("/") or "0"
+    if not db.isdigit():
+        raise TransportError(f"{url}: the path must be a database number, got {parts.path!r}")
+    return {
+        "host": parts.hostname or "localhost",
+        "port": port,
+        "db": int(db),
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password is not None else None,
+        "ssl": parts.scheme.lower() == "rediss",
+        "socket_timeout": recheck + 5.0,  # longer than any BLOCK we send
+        "socket_connect_timeout": 5.0,
+        "socket_keepalive": True,
+        "retry": Retry(NoBackoff(), 0),  # the outage policy is ours (redis_link.py)
+        "decode_responses": False,
+    }
+
+
+def _masked(url: str, parts: SplitResult) -> str:
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    return url.replace(f"{user}:{parts.password}@", f"{user}:***@", 1)
