@@ -6,7 +6,7 @@ exit N          exit with code N
 fds             print `fds 0 1 2 ...` (its open fds) and `fd0 <target>`, then sleep
 status          print its Uid/Gid/Groups/SigBlk/SigIgn lines and `login HOME USER LOGNAME`, exit
 env             print its environment as one JSON line, exit
-tick            print `tick N` once a second, flushed, forever
+tick [SECONDS]  print `tick N` every SECONDS (default 1), flushed, forever
 """
 
 import json
@@ -26,8 +26,7 @@ if action == "ignore-term":
 elif action == "exit":
     sys.exit(int(args[0]))
 elif action == "fds":
-    listing = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
-    fds = sorted(int(fd) for fd in os.listdir(listing) if int(fd) != listing)
+    fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}"))
     print("fds " + " ".join(map(str, fds)), flush=True)
     print(f"fd0 {os.readlink('/proc/self/fd/0')}", flush=True)
 elif action == "status":
@@ -43,6 +42,6 @@ elif action == "env":
 elif action == "tick":
     for n in range(1, 10**6):
         print(f"tick {n}", flush=True)
-        time.sleep(1)
+        time.sleep(float(args[0]) if args else 1.0)
 while True:
     time.sleep(3600)
