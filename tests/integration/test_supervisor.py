@@ -383,6 +383,26 @@ def test_leftovers_of_a_process_that_exited_are_killed_before_it_restarts(superv
     assert run.stop() == 0
 
 
+def test_leftovers_of_an_exited_program_do_not_outlive_asyncsup(supervise: Harness) -> None:
+    """autorestart = "never": the main process exits, its pipeline lives on; when asyncsup stops,
+    that group goes too (not PID 1 here: nobody else would clean it up)."""
+    run = supervise(
+        """
+        [programs.leaky]
+        command = ["sh", "-c", "yes | tail -f /dev/null & echo started; sleep 0.2"]
+        startsecs = 0
+        autorestart = "never"
+        """
+    )
+    pid = int(run.wait_line(r"leaky: STARTING -> RUNNING \(pid (\d+)\)", "stderr")[1])
+    run.wait_line(r"^leaky \| started$", "stdout")
+    group = [p for p in supervise.pids_in_group(pid) if p != pid]
+    assert group, "the pipeline should be running"
+    run.wait_line(r"leaky: RUNNING -> EXITED \(exit 0\)", "stderr")
+    assert run.stop() == 0
+    assert supervise.wait_gone(group, timeout=5) == []
+
+
 def test_a_second_sigterm_forces_the_stop(supervise: Harness, loop_kind: str) -> None:
     """1. A child ignores SIGTERM with a long stop_timeout: the drain would take 30 s.
     2. A second SIGTERM: the child is SIGKILLed now and asyncsup exits 143."""
