@@ -1,0 +1,75 @@
+"""The loop-lag watchdog: how late a periodic timer fires is how long the loop was busy elsewhere.
+
+Everything asyncsup does (relaying output, restarting children, answering probes, running inline
+handlers) shares one event loop, so code that blocks it (a sync call in a handler, a slow disk) delays
+all of it. The watchdog cannot name the culprit, but it says when and how long, and /metrics exports a
+histogram so an alert can fire on it. Cost: one timer every `interval`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from dataclasses import dataclass
+
+import anyio
+
+log = logging.getLogger("asyncsup.control")
+
+BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class LagStatistics:
+    last: float  # seconds, the latest measurement
+    max: float  # seconds, the worst since start
+    count: int
+    total: float  # sum of every measurement, seconds
+    buckets: tuple[int, ...]  # cumulative counts per BUCKETS upper bound (Prometheus histogram)
+    blocked: int  # measurements above the warning threshold
+
+
+class LoopLag:
+    def __init__(self, interval: float = 0.5, threshold: float = 0.25) -> None:
+        self.interval = interval
+        self.threshold = threshold
+        self._last = 0.0
+        self._max = 0.0
+        self._count = 0
+        self._total = 0.0
+        self._counts = [0] * len(BUCKETS)  # per bucket, not cumulative
+        self._blocked = 0
+
+    def __repr__(self) -> str:
+        last, worst = self._last * 1000, self._max * 1000
+        return f"<LoopLag last {last:.1f}ms, max {worst:.1f}ms, {self._blocked} times blocked>"
+
+    async def run(self) -> None:
+        while True:
+            start = anyio.current_time()
+            await anyio.sleep(self.interval)
+            self.record(max(0.0, anyio.current_time() - start - self.interval))
+
+    def record(self, lag: float) -> None:
+        self._last = lag
+        self._max = max(self._max, lag)
+        self._count += 1
+        self._total += lag
+        index = bisect.bisect_left(BUCKETS, lag)
+        if index < len(BUCKETS):
+            self._counts[index] += 1
+        if lag > self.threshold:
+            self._blocked += 1
+            log.warning(
+                "the event loop was blocked for %.2fs (a timer fired that late): something ran "
+                "without awaiting; output relay, restarts and probes all waited for it", lag,
+            )
+
+    def statistics(self) -> LagStatistics:
+        cumulative, running = [], 0
+        for count in self._counts:
+            running += count
+            cumulative.append(running)
+        return LagStatistics(
+            self._last, self._max, self._count, self._total, tuple(cumulative), self._blocked
+        )
