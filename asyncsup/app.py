@@ -11,6 +11,7 @@ import anyio
 from . import signals
 from ._version import __version__
 from .config import Config, Program
+from .control.plane import ControlPlane
 from .lifecycle import Shutdown
 from .supervisor.runtime import Runtime
 from .supervisor.service import Supervisor
@@ -22,8 +23,11 @@ async def serve(config: Config, runtime: Runtime) -> int:
     """Run programs (and inline consumers) until shutdown; the order of the stop is in lifecycle.py."""
     shutdown = runtime.shutdown
     supervisor = Supervisor(_all_programs(config), runtime)
-    async with anyio.create_task_group() as root:
+    control = ControlPlane(config, supervisor, shutdown)
+    # Bound before anything starts (a second asyncsup on the socket stops here), closed last.
+    async with control.listening(), anyio.create_task_group() as root:
         root.start_soon(shutdown.enforce_deadline, name="shutdown deadline")
+        root.start_soon(control.serve, name="control plane")
         run_reaper = getattr(runtime.reaper, "run", None)
         if run_reaper is not None:
             root.start_soon(run_reaper, name="orphan reaper")

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         from .consumer.commands import add_commands
 
         add_commands(sub, common)
+    from .control.client import add_commands as add_control_commands
+
+    add_control_commands(sub, common)
     return parser
 
 
