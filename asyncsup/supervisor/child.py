@@ -146,6 +146,7 @@ class Child:
         status = await self._reap(process)
         if stopped:  # a stop means the whole group: members that ignored the signal go too
             _killpg(process.pid, signal.SIGKILL)
+        await self._drain_output()  # after that kill: group members hold the pipes open too
         return status, was_up
 
     async def _wait_up(self, process: ChildProcess) -> bool:
@@ -293,7 +294,6 @@ class Child:
         # Remember the group only if members are left: while they live, the kernel cannot reuse
         # its number, so a later killpg cannot hit a stranger's group.
         self._last_group = process.pid if _killpg(process.pid, 0) else None
-        await self._drain_output()
         return ExitStatus.from_returncode(returncode)
 
     def _kill_leftovers(self) -> None:
