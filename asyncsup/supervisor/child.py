@@ -146,7 +146,8 @@ class Child:
         status = await self._reap(process)
         if stopped:  # a stop means the whole group: members that ignored the signal go too
             _killpg(process.pid, signal.SIGKILL)
-        await self._drain_output()  # after that kill: group members hold the pipes open too
+        if stopped or self._last_group is None:  # members left alive hold the pipes: no EOF soon
+            await self._drain_output()
         return status, was_up
 
     async def _wait_up(self, process: ChildProcess) -> bool:
