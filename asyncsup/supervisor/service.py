@@ -47,13 +47,14 @@ class Supervisor:
         log.error("some processes did not exit after SIGKILL: %s", self)
 
     async def _stop_all(self) -> None:
-        """Dependents first: a program stops once everything that depends on it has stopped."""
+        """Dependents first: a program stops once everything that depends on it has stopped.
+        The others are signalled in reverse start order (last started, first stopped)."""
         dependents: dict[str, list[ProgramRunner]] = {name: [] for name in self.programs}
         for runner in self.programs.values():
             for dep in runner.program.depends_on:
                 dependents[dep].append(runner)
         async with anyio.create_task_group() as tg:
-            for runner in self.programs.values():
+            for runner in reversed(self.programs.values()):
                 tg.start_soon(self._stop_after, runner, dependents[runner.name])
 
     async def _stop_after(self, runner: ProgramRunner, dependents: list[ProgramRunner]) -> None:
