@@ -242,6 +242,37 @@ def test_depends_on_starts_after_running_and_stops_before(
     assert index("web: STOPPING -> STOPPED") < index("db: RUNNING -> STOPPING")
 
 
+def test_stop_signals_go_in_reverse_start_order(supervise: Harness, loop_kind: str) -> None:
+    """DESIGN.md shutdown step 2: children get their stop signal in reverse start order. Start
+    order is by priority (then name), so z (priority 1) starts first and is signalled last."""
+    run = supervise(
+        """
+        [programs.z]
+        command = ["sleep", "60"]
+        startsecs = 0
+        priority = 1
+
+        [programs.a]
+        command = ["sleep", "60"]
+        startsecs = 0
+        priority = 2
+
+        [programs.m]
+        command = ["sleep", "60"]
+        startsecs = 0
+        priority = 2
+        """,
+        loop=loop_kind,
+    )
+    for name in "zam":
+        run.wait_line(rf"{name}: STARTING -> RUNNING", "stderr")
+    assert run.stop() == 0
+    started = [m[1] for m in run.matching(r"supervisor: (\w): STOPPED -> STARTING", "stderr")]
+    signalled = [m[1] for m in run.matching(r"supervisor: (\w): RUNNING -> STOPPING", "stderr")]
+    assert started == ["z", "a", "m"]
+    assert signalled == ["m", "a", "z"]
+
+
 @pytest.mark.parametrize("probe", ["line", "tcp", "command"])
 def test_ready_check_holds_starting_until_it_passes(
     supervise: Harness, loop_kind: str, tmp_path: Path, probe: str
