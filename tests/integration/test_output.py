@@ -257,3 +257,81 @@ def test_last_lines_of_a_critical_program_are_relayed_before_exit(supervise: Har
     got = [CHATTY.match(line) for line in run.texts("stdout")]
     assert all(chatty_line_ok(m) for m in got)
     assert [int(m[3]) for m in got if m] == list(range(count))
+
+
+def test_stream_routing_redirect_off_and_a_shared_file(supervise: Harness, tmp_path: Path) -> None:
+    """redirect_stderr sends stderr to the stdout stream; "off" drops a stream; two programs
+    naming one file share it, each line whole and prefixed with its process."""
+    both = "echo {0}-out; echo {0}-err >&2; exec sleep 60"
+    run = supervise(
+        f"""
+        [programs.merged]
+        command = ["sh", "-c", "{both.format("merged")}"]
+        redirect_stderr = true
+        startsecs = 0
+
+        [programs.quiet]
+        command = ["sh", "-c", "{both.format("quiet")}"]
+        stdout = "off"
+        startsecs = 0
+
+        [programs.one]
+        command = {supervise.child("chatty.py", "one", 1000)}
+        stdout = {{ file = "shared.log", max_bytes = 0 }}
+        startsecs = 0
+        autorestart = "never"
+
+        [programs.two]
+        command = {supervise.child("chatty.py", "two", 1000)}
+        stdout = {{ file = "shared.log", max_bytes = 0 }}
+        startsecs = 0
+        autorestart = "never"
+        """
+    )
+    run.wait_line(r"^merged \| merged-out$", "stdout")
+    run.wait_line(r"^merged \| merged-err$", "stdout")
+    run.wait_line(r"^quiet \| quiet-err$", "stderr")
+    run.wait_line(r"one: RUNNING -> EXITED \(exit 0\)", "stderr")
+    run.wait_line(r"two: RUNNING -> EXITED \(exit 0\)", "stderr")
+    assert run.stop() == 0
+    assert not run.matching(r"merged-err", "stderr")
+    assert not run.matching(r"quiet-out")
+    numbers: dict[str, list[int]] = {"one": [], "two": []}
+    for line in (tmp_path / "shared.log").read_text().splitlines():
+        match = CHATTY.match(line)
+        assert chatty_line_ok(match), f"cut or mixed line: {line[:120]!r}"
+        assert match is not None
+        numbers[match[1]].append(int(match[3]))
+    assert numbers == {"one": list(range(1000)), "two": list(range(1000))}
+
+
+def test_log_lines_never_land_inside_a_childs_stderr_line(supervise: Harness, loop_kind: str) -> None:
+    """supervisord's stdout mode interleaves its log lines with children's bytes. Here a chatty
+    child writes to stderr while a flapping program makes asyncsup log state changes on the same
+    stream: every stderr line is either a whole log line or a whole child line."""
+    chatty = " ".join(supervise.child("chatty.py", "noisy", 4000)[1:-1].split(", "))
+    run = supervise(
+        f"""
+        [programs.noisy]
+        command = ["sh", "-c", {supervise.toml_str(chatty + " 1>&2")}]
+        startsecs = 0
+        autorestart = "never"
+
+        [programs.flappy]
+        command = ["true"]
+        startsecs = 0
+        flap_limit = 1000
+        """,
+        loop=loop_kind,
+    )
+    run.wait_line(r"noisy: RUNNING -> EXITED \(exit 0\)", "stderr")
+    assert run.stop() == 0
+    noisy = 0
+    for line in run.texts("stderr"):
+        if line.startswith("noisy | "):
+            assert chatty_line_ok(CHATTY.match(line)), f"cut or mixed line: {line[:120]!r}"
+            noisy += 1
+        else:
+            assert LOG_LINE.match(line), f"not a whole log line: {line[:120]!r}"
+    assert noisy == 4000
+    assert len(run.matching(r"flappy: \w+ -> STARTING", "stderr")) > 3  # logs were interleaved
