@@ -34,7 +34,9 @@ except ImportError:  # pragma: no cover - depends on the environment
     _loads = json.loads
 
     def _dumps(obj: Any) -> bytes:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        # ensure_ascii: lone surrogates (which json.loads accepts) come out as \u escapes, not
+        # as a UnicodeEncodeError; what decoded must always encode again.
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 else:
     _codec_errors = (ValueError, RecursionError, msgspec.DecodeError)

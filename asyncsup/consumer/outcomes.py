@@ -23,6 +23,7 @@ import anyio
 from asyncsup.config import Consumer
 from asyncsup.consumer.envelope import Envelope, encode, new_id
 from asyncsup.consumer.retry import Verdict, decide, failure_headers
+from asyncsup.errors import DecodeError
 from asyncsup.transports.base import Delivery, Transport
 
 log = logging.getLogger("asyncsup.consumer")
@@ -140,9 +141,12 @@ class Settler:
         verdict = decide(self._policy, attempt, exc)
         with anyio.CancelScope(shield=True):
             if verdict.action == "retry" and envelope is not None:
-                await self._retry(i, delivery, envelope, verdict)
-            else:
-                await self._fail(i, delivery, envelope, exc, verdict.reason)
+                try:
+                    await self._retry(i, delivery, envelope, verdict)
+                    return
+                except DecodeError as why:  # headers that cannot be re-encoded: nothing to retry
+                    exc = why
+            await self._fail(i, delivery, envelope, exc, verdict.reason)
 
     async def _retry(self, i: int, delivery: Delivery, envelope: Envelope, verdict: Verdict) -> None:
         headers = dict(envelope.headers, attempt=envelope.attempt + 1, error=verdict.reason)
@@ -160,7 +164,11 @@ class Settler:
         attempts = envelope.attempt if envelope is not None else 1
         headers = failure_headers(exc, reason, attempts=attempts, origin=source.name)
         failed = _failed_envelope(delivery, envelope, headers)
-        data = encode(failed)
+        try:
+            data = encode(failed)
+        except DecodeError:  # keep the exact bytes instead: never lose a message to its encoding
+            failed = _failed_envelope(delivery, None, headers)
+            data = encode(failed)
         if self._failure is not None:
             await self._failure.transport.publish([data])
             log.warning("%s: %s %s failed, sent to %s: %s",

@@ -72,7 +72,7 @@ def test_ids_are_unique() -> None:
         (b"{not json", "not a JSON envelope"),
         (b"", "not a JSON envelope"),
         (b"\xff\xfe\x00garbage", "not a JSON envelope"),
-        ('{"id": "1", "type": "T", "body": "\udcff"}'.encode("utf-8", "surrogatepass"), "not a JSON"),
+        (b'{"id": "1", "type": "T", "body": "\xc3\x28", "headers": {}}', "not a JSON envelope"),
         (b"[1, 2]", "top level is list"),
         (b'"just a string"', "top level is str"),
         (b'{"type": "T", "body": {}, "headers": {}}', "no 'id' key"),
@@ -100,6 +100,17 @@ def test_garbage_attempt_header_counts_as_first_attempt() -> None:
 def test_unencodable_body_is_a_decode_error() -> None:
     with pytest.raises(DecodeError, match="cannot be encoded"):
         encode(new_envelope("T", {"x": object()}))
+
+
+def test_lone_surrogates_survive_a_round_trip_or_fail_to_decode() -> None:
+    """The stdlib codec accepts lone surrogates (json.loads uses surrogatepass), msgspec does not;
+    either way nothing in between may raise: what decodes must encode again."""
+    data = '{"id":"1","type":"T","body":"\udcff","headers":{}}'.encode("utf-8", "surrogatepass")
+    try:
+        env = decode(data)
+    except DecodeError:
+        return
+    assert decode(encode(env)).body == "\udcff"
 
 
 # -- bodies --------------------------------------------------------------------------------------
