@@ -40,6 +40,13 @@ async def slow(body: dict) -> None:
     sys.stdout.flush()
 
 
+@handler("Hang")
+async def hang(body: dict) -> None:
+    sys.stdout.write(f"started {body['n']}\\n")
+    sys.stdout.flush()
+    await anyio.sleep_forever()
+
+
 @handler("Fast")
 async def fast(body: dict) -> None:
     sys.stdout.write(f"{body['n']}\\n")
@@ -247,6 +254,26 @@ def test_kill_9_three_times_loses_nothing(
     with capsys.disabled():
         print(f"\n[kill -9 x3, seed {seed}] {total} messages handled, {duplicates} duplicates "
               f"(handled, then killed before the ack was committed)")  # fmt: skip
+
+
+def test_second_sigint_forces_and_the_message_stays_queued(
+    app: Callable[..., Path], procs: list[Proc]
+) -> None:
+    """A handler that never returns: the first SIGINT drains (waits for it), the second forces:
+    exit 0, no traceback, and the message was neither acked nor failed."""
+    cwd = app()
+    send(procs, cwd, "Hang", [{"n": 1}])
+    proc = run(procs, cwd, "consume", "--consumer", "main")
+    proc.wait_for("started the handler", lambda: "started 1" in proc.out)
+    proc.proc.send_signal(signal.SIGINT)
+    proc.wait_for("logged the drain", lambda: any("SIGINT received: draining" in e for e in proc.err))
+    proc.proc.send_signal(signal.SIGINT)
+    assert proc.wait_exit() == 0, proc.stderr()
+    log = proc.stderr()
+    assert "SIGINT received again: stopping now" in log and "cancelling 1 running handler" in log
+    assert "Traceback" not in log and "0 handled, 0 failed" in log
+    left = counts(procs, cwd)
+    assert left["jobs"]["ready"] + left["jobs"]["in_flight"] == 1 and left["failed"]["ready"] == 0
 
 
 def test_failed_commands_show_retry_and_remove(app: Callable[..., Path], procs: list[Proc]) -> None:
