@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
 import re
 import shutil
 import signal
@@ -24,7 +25,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -134,7 +135,7 @@ class Stream:
     closed: bool = False
     cond: threading.Condition = field(default_factory=threading.Condition)
 
-    def pump(self, pipe: IO[bytes]) -> None:
+    def pump(self, pipe: Iterable[bytes]) -> None:
         for raw in pipe:
             with self.cond:
                 self.lines.append(raw.decode(errors="replace").rstrip("\n"))
@@ -183,26 +184,37 @@ class Namespace:
         pass_fds: Iterable[int] = (),
         cwd: Path | None = None,
         pid1: bool = True,
+        tty: bool = False,
     ) -> None:
         self.argv = list(argv)
         self.pid1 = pid1
         self.stdout = Stream("stdout")
         self.stderr = Stream("stderr")
         prefix = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"] if pid1 else []
+        self.tty: int | None = None
+        if tty:  # stdin, stdout and stderr on one pty, its controlling tty: all lines in stdout
+            self.tty, slave = pty.openpty()
+            prefix = ["setsid", "--ctty", *prefix]
+            stdin = stdout = stderr = slave
+        else:
+            stdout = stderr = subprocess.PIPE
         self._popen = subprocess.Popen(
             [*prefix, *self.argv],
             stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=stdout,
+            stderr=stderr,
             env=env,
             cwd=cwd,
             pass_fds=tuple(pass_fds),
-            start_new_session=not pid1,  # a ^C in the test terminal must not reach it
+            start_new_session=not tty,  # a ^C in the test's terminal must not reach it
         )
-        self._pumps = [
-            threading.Thread(target=s.pump, args=(p,), daemon=True)
-            for s, p in ((self.stdout, self._popen.stdout), (self.stderr, self._popen.stderr))
-        ]
+        if self.tty is not None:
+            os.close(slave)
+            self.stderr.closed = True
+            pipes = [(self.stdout, _tty_lines(self.tty))]
+        else:
+            pipes = [(self.stdout, self._popen.stdout), (self.stderr, self._popen.stderr)]
+        self._pumps = [threading.Thread(target=s.pump, args=(p,), daemon=True) for s, p in pipes]
         for pump in self._pumps:
             pump.start()
         self.init = wait_until(self._find_init, LINE_TIMEOUT, "unshare to fork the namespace init")
@@ -222,8 +234,13 @@ class Namespace:
     def _find_init(self) -> int | None:
         if not self.pid1:
             return self._popen.pid
-        kids = children_of(self._popen.pid)
+        kids = children_of(self._popen.pid)  # setsid execs unshare: the same pid
         return kids[0] if kids else None
+
+    def write_tty(self, data: bytes) -> None:
+        """Type on the terminal (tty mode): b"\\x03" is a ^C."""
+        assert self.tty is not None, "not started with tty=True"
+        os.write(self.tty, data)
 
     # -- acting -----------------------------------------------------------------------------------
 
@@ -260,6 +277,9 @@ class Namespace:
         for pipe in (self._popen.stdout, self._popen.stderr):
             if pipe is not None:
                 pipe.close()
+        if self.tty is not None:
+            os.close(self.tty)
+            self.tty = None
 
     # -- observing --------------------------------------------------------------------------------
 
@@ -314,6 +334,14 @@ class Namespace:
         return int(proc_status(host_pid)["NSpid"].split()[-1])
 
 
+def _tty_lines(master: int) -> Iterator[bytes]:
+    """Lines read from a pty master, without the \\r and the echoed ^C; ends at EIO (hung up)."""
+    reader = open(master, "rb", buffering=0, closefd=False)  # noqa: SIM115
+    with contextlib.suppress(OSError), reader:
+        for line in reader:
+            yield line.replace(b"\r", b"").replace(b"^C", b"")
+
+
 # -- asyncsup as PID 1 ----------------------------------------------------------------------------
 
 
@@ -323,7 +351,7 @@ def asyncsup_argv(config: Path, loop: str, *flags: str) -> list[str]:
 
 def asyncsup_env(loop: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
-    env.update(ASYNCSUP_LOOP=loop, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT), **extra)
+    env.update({"ASYNCSUP_LOOP": loop, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **extra})
     return env
 
 

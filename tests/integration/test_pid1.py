@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 from pid1 import (
+    PYTHON,
+    ROOT,
     Namespace,
     alive,
     asyncsup_argv,
@@ -156,6 +158,49 @@ def test_case03_every_exit_code_is_exact_while_orphans_churn(tmp_path: Path, loo
     assert_clean_log(ns)
 
 
+PROBE_HANDLERS = """
+import asyncio
+import subprocess
+
+from asyncsup import handler
+
+
+@handler("Probe")
+async def probe(body: dict) -> None:
+    in_thread = await asyncio.to_thread(subprocess.run, ["sh", "-c", "exit 5"])
+    on_loop = await asyncio.create_subprocess_exec("sh", "-c", "exit 6")
+    blocking = subprocess.run(["sh", "-c", "exit 4"])
+    codes = (in_thread.returncode, await on_loop.wait(), blocking.returncode)
+    print("probe", body["n"], *codes, flush=True)
+"""
+
+
+def test_case05_handler_subprocesses_keep_their_status_while_orphans_churn(
+    tmp_path: Path, loop: str, mode: str
+) -> None:
+    """5. A consumer handler runs subprocesses three ways (a thread, the loop, blocking) while a
+    program makes orphans nonstop: user code sees 5, 6 and 4, never 0 or 255."""
+    (tmp_path / "probe_handlers.py").write_text(PROBE_HANDLERS)
+    consumer = (
+        '[transports]\njobs = "sqlite:///queue.db?queue=jobs"\n'
+        '[consumers.main]\ntransports = ["jobs"]\nhandlers = ["probe_handlers"]\nconcurrency = 4\n'
+    )
+    churn = program("churn", "while :; do sh -c '(exit 3) &'; sleep .01; done")
+    config = write_config(tmp_path / "asyncsup.toml", HEADER + consumer + churn)
+    env = asyncsup_env(loop, PYTHONPATH=f"{ROOT}:{tmp_path}")
+    bodies = "".join(json.dumps({"n": n}) + "\n" for n in range(12))
+    send = [PYTHON, "-m", "asyncsup", "send", "-c", str(config), "jobs", "Probe", "-"]
+    sent = subprocess.run(send, input=bodies, text=True, env=env, cwd=tmp_path, capture_output=True)
+    assert sent.returncode == 0, sent.stderr
+    argv = asyncsup_argv(config, loop, *MODES[mode])
+    with Namespace(argv, env=env, cwd=tmp_path) as ns:
+        probes = ns.wait_line(r"^probe \d+ ", stream="stdout", count=12)
+        ns.wait_line(ORPHAN, count=5)
+        stop(ns)
+    assert sorted(line.split()[2:] for line in probes) == [["5", "6", "4"]] * 12
+    assert_clean_log(ns)
+
+
 # -- stopping ---------------------------------------------------------------------------------------
 
 
@@ -234,6 +279,19 @@ def test_case10_sigint_drains_quietly_and_a_second_one_forces(tmp_path: Path, lo
         ns.kill(signal.SIGINT)
         assert ns.wait() == 130
     assert_clean_log(ns)
+
+
+def test_case25_one_ctrl_c_on_a_tty_is_one_sigint(tmp_path: Path, loop: str, mode: str) -> None:
+    """25. A pty attached, ^C typed once: asyncsup handles exactly one SIGINT (the shim does not
+    deliver it twice) and drains; workers, in their own sessions, get no SIGINT, one SIGTERM."""
+    with start(tmp_path, loop, mode, two_signal_printers(), tty=True) as ns:
+        ns.wait_line(r"^sig:\d \| ready", stream="stdout", count=2)
+        ns.write_tty(b"\x03")
+        assert ns.wait() == 0, "\n".join(ns.lines("stdout"))
+    everything = ns.lines("stdout")
+    assert len([line for line in everything if "SIGINT received:" in line]) == 1, everything
+    assert got_signals(ns) == ["sig:0 | got SIGTERM", "sig:1 | got SIGTERM"]
+    assert not [line for line in everything if "Traceback" in line or "KeyboardInterrupt" in line]
 
 
 def test_case11_sigkill_of_pid1_takes_the_whole_namespace(tmp_path: Path, loop: str, mode: str) -> None:

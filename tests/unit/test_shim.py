@@ -6,24 +6,19 @@ Needs root and unshare (skipped otherwise, failing instead with CI=true), like t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import pty
 import re
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from pid1 import (
-    LINE_TIMEOUT,
     Namespace,
-    Stream,
     children_of,
     proc_state,
     require_pid1_support,
@@ -178,49 +173,16 @@ def test_children_of_the_supervisor_inherit_no_blocked_or_ignored_signal(pid1: N
 def test_one_ctrl_c_on_a_tty_reaches_the_supervisor_once(pid1: None) -> None:
     """PID1 case 25 at the shim level: the supervisor takes the terminal's foreground group, so
     the tty's SIGINT goes to it alone and the shim has nothing to forward twice."""
-    master, slave = pty.openpty()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    argv = ["setsid", "-c", "unshare", "--pid", "--fork", "--kill-child", "--mount-proc"]
-    proc = subprocess.Popen(
-        [*argv, sys.executable, __file__, "record"],
-        stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
-    )  # fmt: skip
-    os.close(slave)
-    out = Stream("tty")
-    pump = threading.Thread(target=_pump_tty, args=(master, out), daemon=True)
-    pump.start()
-    try:
-        out.wait(r"^ready", LINE_TIMEOUT)
-        fg = out.wait(r"^fg \d+ pgrp \d+", LINE_TIMEOUT)[0].split()
+    with Namespace([sys.executable, __file__, "record"], env=env, tty=True) as ns:
+        ns.wait_line(r"^ready", stream="stdout")
+        fg = ns.wait_line(r"^fg \d+ pgrp \d+", stream="stdout")[0].split()
         assert fg[1] == fg[3], "the supervisor is not the terminal's foreground group"
-        os.write(master, b"\x03")
-        out.wait(r"^got SIGINT", LINE_TIMEOUT)
-        init = wait_until(lambda: _deepest(proc.pid), LINE_TIMEOUT, "the namespace init")
-        os.kill(init, signal.SIGTERM)
-        assert proc.wait(LINE_TIMEOUT) == 0
-        pump.join(LINE_TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-    assert out.matching(r"^got SIG") == ["got SIGINT", "got SIGTERM"]
-
-
-def _pump_tty(master: int, out: Stream) -> None:
-    reader = open(master, "rb", buffering=0, closefd=False)  # noqa: SIM115
-    with contextlib.suppress(OSError), reader:  # EIO once every slave side is closed
-        echo_free = (line.replace(b"\r", b"").replace(b"^C", b"") for line in reader)
-        out.pump(echo_free)  # type: ignore[arg-type]
-    with out.cond:
-        out.closed = True
-        out.cond.notify_all()
-
-
-def _deepest(pid: int) -> int | None:
-    """setsid -> unshare -> namespace init: the init is unshare's child."""
-    kids = children_of(pid)
-    return children_of(kids[0])[0] if kids and children_of(kids[0]) else None
+        ns.write_tty(b"\x03")
+        ns.wait_line(r"^got SIGINT", stream="stdout")
+        ns.kill(signal.SIGTERM)  # taken after any SIGINT the shim might have had to forward
+        assert ns.wait() == 0
+    assert ns.stdout.matching(r"^got SIG") == ["got SIGINT", "got SIGTERM"]
 
 
 # -- the scenarios, run as PID 1 -------------------------------------------------------------------
