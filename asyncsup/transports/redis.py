@@ -57,7 +57,7 @@ from asyncsup.transports.base import (
     seconds_option,
     url_options,
 )
-from asyncsup.transports.redis_interop import FIELD, foreign
+from asyncsup.transports.redis_interop import FIELD, SYMFONY_FIELD, foreign
 from asyncsup.transports.redis_link import Link, Script, block_ms, command
 
 log = logging.getLogger("asyncsup.transports.redis")
@@ -176,7 +176,9 @@ class RedisTransport:
         if len(reply) == 2:
             wake = float(reply[0]) / 1000 if reply[0] is not None else None
             return [], wake, reply[1]
-        batch = self._deliveries(reply, 2)
+        reclaimed = zip(reply[2], reply[3], strict=True)
+        batch = [self._entry(entry_id, fields, c) for (entry_id, fields), c in reclaimed]
+        batch += self._fresh(reply[4])
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()
         except anyio.get_cancelled_exc_class():
@@ -197,14 +199,38 @@ class RedisTransport:
                 self._waiting.discard(scope)
         self._check_open()
 
-    def _deliveries(self, reply: list[Any], start: int) -> list[Delivery]:
-        """Deliveries from a flat script reply: id, counter, kind, data, id, counter, ..."""
+    def _fresh(self, entries: list[Any]) -> list[Delivery]:
+        """Deliveries of entries read for the first time: the hot path, kept lean."""
         queue, out = self.queue, []
-        for i in range(start, len(reply), 4):
+        for entry_id, fields in entries:
+            if len(fields) == 2 and fields[0] == FIELD:  # ours, never requeued: counter 1
+                out.append(Delivery(entry_id.decode() + ":1", fields[1], 1, queue))
+            else:
+                out.append(self._entry(entry_id, fields, None))
+        return out
+
+    def _entry(self, entry_id: bytes, fields: list[bytes], counter: int | None) -> Delivery:
+        """A delivery of any entry; a new entry's counter is 1 + the deliveries it carries (d)."""
+        eid, named = entry_id.decode(), dict(zip(fields[::2], fields[1::2], strict=False))
+        if counter is None:
+            carried = named.get(b"d", b"0")
+            counter = 1 + (int(carried) if carried.isdigit() else 0)
+        if FIELD in named:
+            data = named[FIELD]
+        elif SYMFONY_FIELD in named:
+            data = foreign(1, named[SYMFONY_FIELD], eid, self._options.symfony)
+        else:
+            data = foreign(2, fields, eid, self._options.symfony)
+        return Delivery(f"{eid}:{counter}", data, counter, self.queue)
+
+    def _browsed(self, reply: list[Any]) -> list[Delivery]:
+        """Deliveries from a browse reply (id, counter, kind, data, ...); receipts hold no lease."""
+        queue, out = self.queue, []
+        for i in range(0, len(reply), 4):
             entry_id, counter, kind, data = reply[i].decode(), reply[i + 1], reply[i + 2], reply[i + 3]
             if kind:
                 data = foreign(kind, data, entry_id, self._options.symfony)
-            out.append(Delivery(f"{entry_id}:{counter}", data, counter, queue))
+            out.append(Delivery(f"{entry_id}:0", data, counter, queue))
         return out
 
     async def _give_back(self, batch: list[Delivery]) -> None:
@@ -255,10 +281,7 @@ class RedisTransport:
         if limit < 1:
             return []
         reply = await self._run(lua.BROWSE, self._keys[:2], [self._options.group, max(offset, 0), limit])
-        return [
-            Delivery(d.receipt.rpartition(":")[0] + ":0", d.data, d.deliveries, d.queue)
-            for d in self._deliveries(reply, 0)
-        ]
+        return self._browsed(reply)
 
     async def remove(self, receipts: Sequence[str]) -> int:
         self._check_open()

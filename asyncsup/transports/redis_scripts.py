@@ -21,9 +21,12 @@ delivery). A Symfony entry has one field ``message``. Delayed messages wait in t
 into the stream by the take script when due, in the same atomic step (two consumers never move
 one message twice). Symfony's own delayed set ``<stream>__queue`` is moved too with format=symfony.
 
-Take replies are flat: ``[wake_ms|false, last_delivered_id|false, id, counter, kind, data, ...]``
-where kind 0 = our ``m`` field, 1 = a ``message`` field (data is its value), 2 = neither (data is
-the raw field list). Scripts need Redis >= 6.2 (XAUTOCLAIM); 7.0 is what the tests run.
+A take answers ``[false, false, reclaimed entries, their counters, new entries]`` (entries as
+XAUTOCLAIM/XREADGROUP give them: ``[id, [field, value, ...]]``; a new entry's counter is 1 + its
+``d``), or ``[wake_ms|false, last_delivered_id]`` when there was nothing to take. Browse answers
+flat ``[id, counter, kind, data, ...]``: kind 0 = our ``m`` field, 1 = a ``message`` field (data is
+its value), 2 = neither (data is the field list). Scripts need Redis >= 6.2 (XAUTOCLAIM); the tests
+run 7.0.
 """
 
 from __future__ import annotations
@@ -63,28 +66,31 @@ end
 
 -- run redis.call(head..., ids[i..j]..., tail...) over ids in chunks (Lua's unpack has a limit)
 local function chunked(head, ids, tail)
-  for i = 1, #ids, 500 do
-    local args = {}
-    for _, a in ipairs(head) do args[#args + 1] = a end
-    for k = i, math.min(i + 499, #ids) do args[#args + 1] = ids[k] end
-    for _, a in ipairs(tail) do args[#args + 1] = a end
+  local n = #ids
+  for i = 1, n, 500 do
+    local args, k = {unpack(head)}, #head
+    for j = i, math.min(i + 499, n) do
+      k = k + 1
+      args[k] = ids[j]
+    end
+    for _, a in ipairs(tail) do
+      k = k + 1
+      args[k] = a
+    end
     redis.call(unpack(args))
   end
 end
 
 -- the entry ids of the receipts ARGV[from..] ("<id>:<token>") that this consumer still holds
--- with that token (in PEL order), and the tokens by id. Browse receipts (token 0, or a delayed
--- "z<uniq>:0") hold no lease and are skipped; anything else is not a receipt: BADRECEIPT.
+-- with that token (in PEL order). A receipt is matched as a whole against "<id>:<counter>" of
+-- this consumer's PEL entries, so the happy path parses nothing. Receipts left unmatched are
+-- checked: browse receipts ("<id>:0", "z<uniq>:0") and lost leases are skipped, anything else is
+-- not a receipt (BADRECEIPT, raised before anything was written).
 local function held(stream, group, me, from)
-  local want, tokens, left, out = {}, {}, 0, {}
+  local want, left, out = {}, 0, {}
   for i = from, #ARGV do
-    local id, token = string.match(ARGV[i], '^(%d+%-%d+):(%d+)$')
-    if not id and not string.match(ARGV[i], '^z%x+:%d+$') then
-      error({err = 'BADRECEIPT ' .. ARGV[i]})  -- before anything was written
-    end
-    token = tonumber(token)
-    if token and token > 0 and not want[id] then
-      want[id], tokens[id] = token, token
+    if not want[ARGV[i]] then
+      want[ARGV[i]] = true
       left = left + 1
     end
   end
@@ -92,16 +98,24 @@ local function held(stream, group, me, from)
   while left > 0 do
     local page = redis.call('XPENDING', stream, group, start, '+', 1000, me)
     for _, p in ipairs(page) do
-      if want[p[1]] == p[4] then
+      local receipt = p[1] .. ':' .. p[4]
+      if want[receipt] then
         out[#out + 1] = p[1]
-        want[p[1]] = nil
+        want[receipt] = nil
         left = left - 1
       end
     end
     if #page < 1000 then break end
     start = '(' .. page[#page][1]
   end
-  return out, tokens
+  if left > 0 then
+    for receipt in pairs(want) do
+      if not string.match(receipt, '^%d+%-%d+:%d+$') and not string.match(receipt, '^z%x+:%d+$') then
+        error({err = 'BADRECEIPT ' .. receipt})
+      end
+    end
+  end
+  return out
 end
 
 -- move due delayed messages into the stream (ours: "uniq:d:bytes"; Symfony's: its JSON)
@@ -152,12 +166,12 @@ local symfony = ARGV[5] == '1'
 local now = now_ms()
 move_due(stream, KEYS[2], now, false)
 if symfony then move_due(stream, KEYS[3], now, true) end
-local out, taken = {false, false}, {}
+local taken, claimed, counters, fresh = {}, {}, {}, {}
 
 -- 1. leases that ran out, anywhere in the group (all of them are scanned, oldest entry first)
 local first = redis.call('XPENDING', stream, group, 'IDLE', HORIZON, '-', '+', 1)
 if first[1] then
-  local cursor, claimed = first[1][1], {}
+  local cursor = first[1][1]
   repeat
     local r = redis.call('XAUTOCLAIM', stream, group, me, HORIZON, cursor, 'COUNT', count - #taken)
     cursor = r[1]
@@ -168,25 +182,22 @@ if first[1] then
       end
     end
   until cursor == '0-0' or #taken >= count
-  for _, e in ipairs(claimed) do
-    local p = redis.call('XPENDING', stream, group, e[1], e[1], 1)
-    push(out, e[1], p[1][4], e[2])
+  for i, e in ipairs(claimed) do
+    counters[i] = redis.call('XPENDING', stream, group, e[1], e[1], 1)[1][4]
   end
 end
 
--- 2. entries never delivered to the group
+-- 2. entries never delivered to the group (returned as XREADGROUP gave them: no re-packing)
 if #taken < count then
   local r = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', count - #taken, 'STREAMS', stream, '>')
   if r then
-    for _, e in ipairs(r[1][2]) do
-      local counter = 1
-      local d = field(e[2], 'd')
-      if d and tonumber(d) and tonumber(d) > 0 then
-        counter = tonumber(d) + 1
-        redis.call('XCLAIM', stream, group, me, 0, e[1], 'RETRYCOUNT', counter, 'JUSTID')
-      end
+    fresh = r[1][2]
+    for _, e in ipairs(fresh) do
       taken[#taken + 1] = e[1]
-      push(out, e[1], counter, e[2])
+      local d = #e[2] > 2 and tonumber(field(e[2], 'd'))  -- a requeued entry: count on
+      if d and d > 0 then
+        redis.call('XCLAIM', stream, group, me, 0, e[1], 'RETRYCOUNT', d + 1, 'JUSTID')
+      end
     end
   end
 end
@@ -194,7 +205,7 @@ end
 -- 3. the lease, written into the idle time
 if #taken > 0 then
   chunked({'XCLAIM', stream, group, me, 0}, taken, {'IDLE', hold, 'JUSTID'})
-  return out
+  return {false, false, claimed, counters, fresh}
 end
 
 -- nothing: say when to look again (next delayed due, or next lease end when the PEL is small)
@@ -207,9 +218,8 @@ if #pel < 200 then
     if not wake or left < wake then wake = left end
   end
 end
-if wake then out[1] = ms(math.max(wake, 0)) end
-out[2] = group_info(stream, group)['last-delivered-id']
-return out
+if wake then wake = ms(math.max(wake, 0)) else wake = false end
+return {wake, group_info(stream, group)['last-delivered-id']}
 """.replace("HORIZON", str(HORIZON_MS))
 )
 
@@ -239,7 +249,11 @@ return #ids
 RELEASE = Script.of(
     _HELPERS
     + r"""
-local ids, token = held(KEYS[1], ARGV[1], ARGV[2], 3)
+local ids, token = held(KEYS[1], ARGV[1], ARGV[2], 3), {}
+for i = 3, #ARGV do
+  local id, n = string.match(ARGV[i], '^(.*):(%d+)$')
+  if id then token[id] = tonumber(n) end
+end
 for _, id in ipairs(ids) do
   redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id,
              'IDLE', HORIZON, 'RETRYCOUNT', token[id] - 1, 'JUSTID')
@@ -252,10 +266,10 @@ return #ids
 REQUEUE = Script.of(
     _HELPERS
     + r"""
-local ids, tokens = held(KEYS[1], ARGV[1], ARGV[2], 6)
+local ids = held(KEYS[1], ARGV[1], ARGV[2], 6)
 if #ids == 0 then return 0 end
 local id = ids[1]
-local counted = tostring(tokens[id])
+local counted = string.match(ARGV[6], ':(%d+)$')
 redis.call('XACK', KEYS[1], ARGV[1], id)
 redis.call('XDEL', KEYS[1], id)
 local delay = tonumber(ARGV[3])
