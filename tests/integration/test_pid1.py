@@ -81,7 +81,8 @@ def program(name: str, command: Any, **keys: Any) -> str:
 
 def start(tmp_path: Path, loop: str, mode: str, *programs: str, **kw: Any) -> Namespace:
     header = kw.pop("header", HEADER)
-    return run_asyncsup(tmp_path, header + "\n".join(programs), loop, *MODES[mode], **kw)
+    flags = (*MODES[mode], *kw.pop("flags", ()))
+    return run_asyncsup(tmp_path, header + "\n".join(programs), loop, *flags, **kw)
 
 
 def orphan_statuses(ns: Namespace) -> list[str]:
@@ -121,6 +122,18 @@ def test_case01_case04_orphans_of_every_shape_are_reaped_with_their_status(
         assert wait_until(lambda: ns.zombies() == [], 10, "no zombie in the namespace")
         stop(ns)
     assert_clean_log(ns)
+
+
+def test_shim_logs_follow_the_configured_format(tmp_path: Path, loop: str) -> None:
+    """With --log-format json every stderr line is JSON, the shim's orphan lines included."""
+    worker = program("worker", "sh -c '(sleep .2; exit 7) &'; exec sleep 600")
+    with start(tmp_path, loop, "shim", worker, flags=("--log-format", "json")) as ns:
+        ns.wait_line(r"reaped orphan pid")
+        stop(ns)
+    assert [line for line in ns.lines() if not line.startswith("{")] == []
+    records = [json.loads(line) for line in ns.lines()]
+    reaped = [r for r in records if r["msg"].startswith("reaped orphan pid")]
+    assert [(r["logger"], r["msg"].endswith("(exit 7)")) for r in reaped] == [("asyncsup.reaper", True)]
 
 
 def test_case02_fifty_orphans_leave_no_zombie(tmp_path: Path, loop: str, mode: str) -> None:
