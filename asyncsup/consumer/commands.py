@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -189,7 +190,9 @@ async def _watch_signals(shutdown: Shutdown) -> None:
 
 
 def run_async(main: Callable[[], Awaitable[int]]) -> int:
-    """Run on uvloop when installed, else on asyncio."""
+    """Run on uvloop when installed (unless ASYNCSUP_LOOP=asyncio), else on asyncio."""
+    if os.environ.get("ASYNCSUP_LOOP") == "asyncio":
+        return anyio.run(main)
     try:
         import uvloop  # noqa: F401
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

@@ -74,8 +74,10 @@ retry = {{ max_retries = 0 }}
 class Proc:
     """One asyncsup process; stdout lines (the handlers' output) collected by a thread."""
 
-    def __init__(self, argv: Sequence[str], cwd: Path, stdin: bytes | None = None) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    def __init__(
+        self, argv: Sequence[str], cwd: Path, stdin: bytes | None = None, loop: str = "uvloop"
+    ) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "ASYNCSUP_LOOP": loop}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "asyncsup", *argv],
             cwd=cwd,
@@ -167,8 +169,10 @@ def procs() -> list[Proc]:
         proc.close()
 
 
-def run(procs: list[Proc], cwd: Path, *argv: str, stdin: bytes | None = None) -> Proc:
-    proc = Proc([*argv, "-c", "app.toml"], cwd, stdin)
+def run(
+    procs: list[Proc], cwd: Path, *argv: str, stdin: bytes | None = None, loop: str = "uvloop"
+) -> Proc:
+    proc = Proc([*argv, "-c", "app.toml"], cwd, stdin, loop)
     procs.append(proc)
     return proc
 
@@ -185,15 +189,16 @@ def counts(procs: list[Proc], cwd: Path) -> dict[str, dict[str, int]]:
     return {row["transport"]: row for row in json.loads("\n".join(stats.out))}
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_sigterm_drains_and_every_message_is_handled_exactly_once(
-    app: Callable[..., Path], procs: list[Proc]
+    app: Callable[..., Path], procs: list[Proc], loop: str
 ) -> None:
     """1. 40 slow messages, 4 at a time. 2. SIGTERM once some are done: exit 0, no traceback,
     in-flight handlers finished. 3. A second consumer handles the rest. 4. Each exactly once."""
     cwd = app(concurrency=4)
     total = 40
     send(procs, cwd, "Slow", [{"n": n, "sleep": 0.2} for n in range(total)])
-    first = run(procs, cwd, "consume", "--consumer", "main")
+    first = run(procs, cwd, "consume", "--consumer", "main", loop=loop)
     first.wait_for("handled 8 messages", lambda: len(first.out) >= 8)
     first.proc.send_signal(signal.SIGTERM)
     assert first.wait_exit() == 0, first.stderr()
@@ -204,7 +209,7 @@ def test_sigterm_drains_and_every_message_is_handled_exactly_once(
 
     left = counts(procs, cwd)["jobs"]
     assert left["in_flight"] == 0 and left["ready"] == total - len(first.out)
-    second = run(procs, cwd, "consume", "--consumer", "main", "--limit", str(left["ready"]))
+    second = run(procs, cwd, "consume", "--consumer", "main", "--limit", str(left["ready"]), loop=loop)
     assert second.wait_exit() == 0, second.stderr()
     assert "message limit" in second.stderr()
 
