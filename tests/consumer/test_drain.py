@@ -135,12 +135,13 @@ async def test_lease_is_extended_while_a_handler_runs(rig: Rig) -> None:
         await gate.wait()
 
     shutdown = Shutdown(WAIT)
-    running = Running(Worker(consumer(lease=1.0), [source], registry(("Ping", slow)), shutdown=shutdown),
+    # lease 2 s, extended every 0.67 s: the loop may stall 1.3 s on a noisy machine before it fails
+    running = Running(Worker(consumer(lease=2.0), [source], registry(("Ping", slow)), shutdown=shutdown),
                       shutdown)  # fmt: skip
     async with anyio.create_task_group() as tg:
         tg.start_soon(running.run)
         await started.wait_for(1)
-        stolen = await other.transport.receive(1, lease=30, wait=3.0)  # three leases long
+        stolen = await other.transport.receive(1, lease=30, wait=4.5)  # over two leases long
         gate.set()
         shutdown.request("test")
         result = await running.wait()
