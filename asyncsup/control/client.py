@@ -32,6 +32,18 @@ from .protocol import (
     encode_request,
 )
 
+DESCRIPTION = """\
+Control a running asyncsup through its control socket, like supervisorctl.
+
+The socket: [asyncsup] control_socket of the config, else next to the config file and named
+after it (/app/asyncsup.toml -> /app/asyncsup.sock). Only its owner (and root) may connect.
+
+Names: a process (web, worker:0), every process of a program (worker or worker:*), or all.
+
+Exit codes: 0 ok; 1 an error (e.g. a start that failed); 2 usage; 3 `status` shows a process that is
+not running; 4 cannot connect (not running, permission denied) or an unknown name.
+"""
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 CANNOT_CONNECT = "cannot_connect"  # client-side code: no server to ask
 EXIT_FOR_CODE = {
@@ -195,7 +207,7 @@ def _write(text: str) -> None:
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add `ctl` to asyncsup's subcommands (`common`, the logging flags, does not apply: ctl only prints)."""
     ctl = sub.add_parser("ctl", help="control a running asyncsup: status, start, stop, restart, tail ...",
-                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     ctl.add_argument("-c", "--config", default=os.environ.get("ASYNCSUP_CONFIG"),
                      help="the config asyncsup runs with, to find its socket (default: $ASYNCSUP_CONFIG)")
     ctl.add_argument("-s", "--socket", help="the control socket, instead of finding it from the config")
@@ -217,7 +229,7 @@ def _add_subcommands(commands: Any) -> None:
         parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text, parents=[output])
         return parser
 
-    names: dict[str, Any] = {"nargs": "*", "metavar": "NAME", "help": "web:0, a program (web:*), or all"}
+    names: dict[str, Any] = {"nargs": "*", "metavar": "NAME", "help": "web, worker:0, worker:* or all"}
     required = {**names, "nargs": "+"}
     command("status", "state, pid, uptime, restarts, last exit, RSS and CPU").add_argument("names", **names)
     for verb in ("start", "stop", "restart"):

@@ -84,7 +84,7 @@ class ControlServer:
     async def _bind(self) -> SocketListener:
         await self._refuse_live()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.parent / f".{os.getpid()}.sock"
+        temporary = self.path.parent / f".asyncsup-{os.getpid()}.sock"
         listener = await anyio.create_unix_listener(temporary, mode=0o600)
         try:
             self._inode = os.stat(temporary).st_ino
