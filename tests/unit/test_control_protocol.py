@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from asyncsup.control import render
+from asyncsup.control import metrics, render
 from asyncsup.control.address import default_socket, socket_for_file
 from asyncsup.control.lag import BUCKETS, LoopLag
-from asyncsup.control.metrics import Exposition, _number
+from asyncsup.control.metrics import Exposition, Snapshot, _number
 from asyncsup.control.protocol import (
     BAD_REQUEST,
     UNSUPPORTED_VERSION,
@@ -125,6 +126,27 @@ def test_the_lag_histogram_is_cumulative_and_ends_at_the_count() -> None:
     out.histogram("lag_seconds", "lag", stats)
     lines = out.text().splitlines()
     assert 'lag_seconds_bucket{le="+Inf"} 6' in lines and "lag_seconds_count 6" in lines
+
+
+def test_statistics_providers_become_one_family_per_field() -> None:
+    """The hook for parts with numbers (a consumer): numeric fields of each statistics() dataclass."""
+
+    @dataclass(frozen=True)
+    class Stats:
+        handled: int
+        elapsed: float
+        state: str  # not a number: not exported
+        stopping: bool  # not a count either
+
+    consumers = {"main": Stats(3, 1.5, "running", False), "bulk": Stats(0, 0.25, "idle", True)}
+    snapshot = Snapshot([], LoopLag().statistics(), ready=True, shutting_down=False,
+                        statistics={"consumer": consumers})
+    text = metrics.render(snapshot).splitlines()
+    assert "# TYPE asyncsup_consumer_handled gauge" in text
+    assert 'asyncsup_consumer_handled{consumer="main"} 3' in text
+    assert 'asyncsup_consumer_elapsed{consumer="bulk"} 0.25' in text
+    assert not [line for line in text if "consumer_state" in line or "consumer_stopping" in line]
+    assert text.count("# TYPE asyncsup_consumer_handled gauge") == 1
 
 
 # -- the tail buffer ---------------------------------------------------------------------------------
