@@ -130,6 +130,8 @@ def consumer_from_args(config: Config | None, args: argparse.Namespace) -> Consu
         if config is None:
             raise ConfigError("command line", "--consumer", "needs -c/--config FILE")
         base = find_consumer(config, args.consumer)
+    elif config is not None and not args.transports and len(config.consumers) == 1:
+        base = next(iter(config.consumers.values()))  # the only one: no need to name it
     else:
         base = _matching_consumer(config, args.transports) or Consumer("consume", (), ())
     changes: dict[str, Any] = {

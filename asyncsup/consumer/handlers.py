@@ -44,7 +44,8 @@ def handler(arg: Any = None, /) -> Any:
 
     ``@handler`` takes the type name from the first parameter's annotation (a dataclass named
     ResizeImage handles "ResizeImage" messages); ``@handler("DeleteImage")`` names it explicitly.
-    Async functions run on the loop; plain functions run in a worker thread.
+    Async functions run on the loop; plain functions run in a worker thread. A handler with a
+    second parameter also gets the message's Envelope (id, attempt, headers).
     """
     if callable(arg):
         return _mark(arg, None)
@@ -66,9 +67,10 @@ class HandlerSpec:
     """One registered handler, ready to call: how to decode its body and whether it is async."""
 
     message_type: str
-    func: Callable[[Any], Any]
+    func: Callable[..., Any]
     decode: BodyDecoder
     is_async: bool
+    takes_envelope: bool = False  # a second parameter gets the Envelope (id, attempt, headers)
 
     def __repr__(self) -> str:
         kind = "async" if self.is_async else "sync, runs in a thread"
@@ -114,7 +116,8 @@ class HandlerRegistry:
         mark = getattr(func, MARK, None)
         if message_type is None:
             message_type = (mark.message_type if mark else None) or _annotation_name(func)
-        spec = HandlerSpec(message_type, func, decoder_for(_body_type(func)), _is_async(func))
+        decode = decoder_for(_body_type(func))
+        spec = HandlerSpec(message_type, func, decode, _is_async(func), _takes_envelope(func))
         existing = self._specs.get(message_type)
         if existing is not None and existing.func is not func:
             raise self._error(
@@ -185,6 +188,14 @@ def _body_type(func: Callable[..., Any]) -> Any:
         name = qualified_name(func)
         raise TypeError(f"handler {name}: cannot resolve its annotations: {exc}") from exc
     return hints.get(param.name, Any)
+
+
+def _takes_envelope(func: Callable[..., Any]) -> bool:
+    """`async def h(body, envelope)`: the handler also wants the id, attempt and headers
+    (an idempotency key under at-least-once delivery is the envelope's id)."""
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = [p for p in inspect.signature(func).parameters.values() if p.kind in positional]
+    return len(params) >= 2
 
 
 def _is_async(func: Callable[..., Any]) -> bool:

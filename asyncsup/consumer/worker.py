@@ -200,10 +200,12 @@ class Worker:
             body = spec.decode(envelope.body)
             if self._debug:
                 log.debug("%s: received %s attempt %d", self.name, envelope.type, envelope.attempt)
+            args = (body, envelope) if spec.takes_envelope else (body,)
             if spec.is_async:
-                await spec.func(body)
+                await spec.func(*args)
             else:
-                await anyio.to_thread.run_sync(spec.func, body, abandon_on_cancel=True, limiter=self._limiter)
+                limiter = self._limiter  # abandon on cancel: a forced shutdown cannot wait for a thread
+                await anyio.to_thread.run_sync(spec.func, *args, abandon_on_cancel=True, limiter=limiter)
         except Exception as exc:
             await self._settler.settle_failure(i, delivery, envelope, exc)
             self._check_limits()

@@ -225,3 +225,22 @@ async def test_retry_keeps_id_and_body_and_counts_attempts_in_the_envelope(rig: 
     with anyio.fail_after(5):
         [d] = await source.transport.receive(1, lease=5, wait=5)
     assert decode(d.data).attempt == 2
+
+
+async def test_handler_with_a_second_parameter_gets_the_envelope(rig: Rig) -> None:
+    """Under at-least-once delivery the envelope id is the idempotency key a handler needs."""
+    source = rig.source("q")
+    await rig.publish(source, {"n": 1}, trace="t-1")
+    await rig.publish(source, {"n": 2}, type="SyncPing")
+    sent = {env.type: env.id for env in await rig.envelopes(source)}
+    got: dict[str, tuple[Any, ...]] = {}
+
+    async def ping(body: dict[str, Any], envelope: Any) -> None:
+        got["Ping"] = (body, envelope.id, envelope.attempt, envelope.headers["trace"])
+
+    def sync_ping(body: dict[str, Any], envelope: Any) -> None:
+        got["SyncPing"] = (body, envelope.id)
+
+    reg = registry(("Ping", ping), ("SyncPing", sync_ping))
+    await run_until_stopped(Worker(consumer(limit=2), [source], reg, shutdown=Shutdown(5)))
+    assert got == {"Ping": ({"n": 1}, sent["Ping"], 1, "t-1"), "SyncPing": ({"n": 2}, sent["SyncPing"])}
