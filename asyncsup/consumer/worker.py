@@ -273,11 +273,12 @@ class Worker:
 
     async def _receive_round(self, room: int) -> None:
         """Strict priority: ask every higher transport before a lower one, restart at the top."""
-        for i, source in enumerate(self._sources):  # without waiting: whatever is there now
-            batch = await source.transport.receive(room, lease=self._lease, wait=0.0)
-            if batch:
-                await self._accept(i, batch)
-                return
+        if len(self._sources) > 1:
+            for i, source in enumerate(self._sources):  # without waiting: whatever is there now
+                batch = await source.transport.receive(room, lease=self._lease, wait=0.0)
+                if batch:
+                    await self._accept(i, batch)
+                    return
         # Nothing anywhere: wait on each in turn; a new high message waits at most one slice.
         # stop() cancels the wait: transports lease nothing in a cancelled receive.
         wait = self._idle_wait / len(self._sources)
