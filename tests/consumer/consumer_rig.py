@@ -1,6 +1,7 @@
-"""A rig for worker scenarios: real transports (memory://, sqlite://), a handler registry, a worker.
+"""A rig for worker scenarios: real transports, a handler registry, a worker.
 
-Every scenario runs twice: memory:// on the plain asyncio loop, sqlite:// (a real file) on uvloop.
+Every scenario runs on memory:// (plain asyncio loop), sqlite:// (a real file, uvloop) and redis://
+(the local Redis, uvloop; skipped without one, a failure under CI=true).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -28,14 +30,46 @@ WAIT = 20.0  # generous bound for any observable event on a noisy machine
 NO_DELAY = RetryPolicy(max_retries=2, delay=0.0, multiplier=1.0, max_delay=0.0, jitter=0.0)
 
 
+REDIS_URL = os.environ.get("ASYNCSUP_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
 @pytest.fixture(
     params=[
         pytest.param(("memory", ("asyncio", {})), id="memory-asyncio"),
         pytest.param(("sqlite", ("asyncio", {"use_uvloop": True})), id="sqlite-uvloop"),
+        pytest.param(
+            ("redis", ("asyncio", {"use_uvloop": True})), id="redis-uvloop", marks=pytest.mark.redis
+        ),
     ]
 )
 def flavour(request: pytest.FixtureRequest) -> tuple[str, tuple[str, dict[str, Any]]]:
+    if request.param[0] == "redis":
+        _require_redis()
     return request.param  # type: ignore[no-any-return]
+
+
+def _require_redis() -> None:
+    """Skip without a Redis; with CI=true a missing Redis fails instead (never a silent skip)."""
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and no Redis at {REDIS_URL}: {exc}")
+        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+
+
+def _delete_redis_keys(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture
@@ -49,9 +83,13 @@ class Rig:
     folder: Path
     opened: list[Transport] = dataclasses.field(default_factory=list)
 
+    prefix: str = dataclasses.field(default_factory=lambda: f"asyncsup-consumer:{os.urandom(4).hex()}:")
+
     def url(self, queue: str) -> str:
         if self.scheme == "memory":
             return f"memory://{queue}"
+        if self.scheme == "redis":
+            return f"{REDIS_URL}?stream={self.prefix}{queue}"
         return f"sqlite:///{self.folder}/queue.db?queue={queue}"
 
     def source(self, queue: str) -> Source:
@@ -76,6 +114,8 @@ async def rig(flavour: tuple[str, Any], tmp_path: Path) -> AsyncIterator[Rig]:
     yield rig
     for transport in rig.opened:
         await transport.close()
+    if rig.scheme == "redis":
+        _delete_redis_keys(rig.prefix)
 
 
 def consumer(**changes: Any) -> Consumer:
