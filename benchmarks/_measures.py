@@ -117,10 +117,11 @@ def relay(driver: Driver, to_file: bool, total: int, say: Say, out: dict[str, ob
         wait_for("the generator to start", lambda: _started(s, info), 60, 0.01)
         sup = s.supervisor_pid()  # the generator's parent, found from our side of any namespace
         time.sleep(0.5)  # let the supervisor finish its own startup before the clock starts
-        cpu0 = _procfs.cpu_ticks_seconds(sup)
+        cpu0, faults0 = _procfs.cpu_ticks_seconds(sup), _procfs.minor_faults(sup)
         start = _go(fifo)
         end = _wait_relayed(s, logdir, timeout=600)
         cpu = _procfs.cpu_ticks_seconds(sup) - cpu0
+        out["minor_faults_per_100mb"] = (_procfs.minor_faults(sup) - faults0) * 100e6 / total
         seen = _relayed_bytes(s, logdir)
     took = end - start
     out["mb_per_s"] = total / 1e6 / took

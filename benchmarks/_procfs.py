@@ -103,6 +103,12 @@ def cpu_ticks_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def minor_faults(pid: int) -> int:
+    """Minor page faults of the whole process: fresh memory touched (buffer churn shows here)."""
+    fields = stat_fields(pid)
+    return int(fields[7]) if fields else 0
+
+
 def cpu_exact_seconds(pid: int) -> float:
     """Sum of the live threads' on-CPU time from schedstat (nanoseconds, not 10 ms ticks).
 
