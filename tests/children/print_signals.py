@@ -3,6 +3,7 @@
 SIGTERM and SIGINT end it (exit 0) unless `--ignore-term` is given; other signals only print.
 """
 
+import os
 import signal
 import sys
 
@@ -10,7 +11,9 @@ IGNORE_TERM = "--ignore-term" in sys.argv
 
 
 def on_signal(signum: int, frame: object) -> None:
-    print(f"got {signal.Signals(signum).name}", flush=True)
+    # One write per line: print() writes text and newline apart, and another handler can run
+    # in between (when a write is interrupted), gluing two lines together.
+    os.write(1, f"got {signal.Signals(signum).name}\n".encode())
     if signum in (signal.SIGTERM, signal.SIGINT) and not IGNORE_TERM:
         sys.exit(0)
 
