@@ -120,8 +120,16 @@ class Session:
         return f"<Session {self.driver.name} {state} in {self.workdir}>"
 
     def __enter__(self) -> Session:
+        try:
+            self._launch()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _launch(self) -> None:
         argv = self.driver.launch_argv(self.workdir, self.programs)
-        self._out = open(self.workdir / "supervisor.out", "wb")
+        self._out = open(self.workdir / "supervisor.out", "wb")  # noqa: SIM115 (closed in exit)
         stdout: int | IO[bytes] = self._out
         write_end = -1
         if self.drain_marker is not None:
@@ -146,7 +154,6 @@ class Session:
             if write_end >= 0:
                 os.close(write_end)
         self.tree = Tree(self.proc.pid, self.program_comm)
-        return self
 
     def __exit__(
         self,

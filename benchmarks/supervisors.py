@@ -162,7 +162,9 @@ def main(argv: list[str]) -> int:
         say("interrupted; everything started was killed")
         return 130
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the cleanup
         kill_everything_we_started(None)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     names = [d.name for d in drivers]
     table = _report.table(results, names)
     print(table)
