@@ -37,7 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="asyncsup", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="asyncsup",
+        description="Supervise programs as PID 1 and consume queues with Python handlers.",
+    )
     parser.add_argument("--version", action="version", version=f"asyncsup {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=0, help="more logs (-vv: per message)")

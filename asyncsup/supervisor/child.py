@@ -188,7 +188,7 @@ class Child:
             self.failures += 1
             retries = self.program.startretries
             if retries is not None and self.failures > retries:
-                self._set(State.FATAL, f"{status}; gave up after {self.failures} failed starts")
+                self._set(State.FATAL, f"{status}; gave up after {_plural(self.failures, 'failed start')}")
                 self._wanted.clear()
                 return
             await self._backoff(backoff_delay(self.program.backoff, self.failures), status)
@@ -283,11 +283,13 @@ class Child:
         with anyio.move_on_after(self.program.stop_timeout):
             await race(process.wait, shutdown.wait_forced)
         if process.returncode is None:
-            why = "shutdown forced" if shutdown.forced else f"{self.program.stop_timeout:g}s"
-            log.warning(
-                "%s: still running %s after %s; sending SIGKILL (raise stop_timeout or make it "
-                "exit on %s)", self.name, why, sig.name, sig.name,
-            )
+            if shutdown.forced:
+                log.warning("%s: shutdown forced while it handled %s; sending SIGKILL", self.name, sig.name)
+            else:
+                log.warning(
+                    "%s: still running %gs after %s; sending SIGKILL (raise stop_timeout or make it "
+                    "exit on %s)", self.name, self.program.stop_timeout, sig.name, sig.name,
+                )
             _killpg(process.pid, signal.SIGKILL)
 
     async def _reap(self, process: ChildProcess) -> ExitStatus:
@@ -357,3 +359,7 @@ def _killpg(pid: int, signum: int) -> bool:
         log.warning("pid %d: not allowed to send %s to its group", pid, signal_name(signum))
         return False
     return True
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -38,7 +38,14 @@ def wait_file_ends_with(harness: Harness, path: Path, line: str) -> None:
     """The exit line may come before the last output was written (the drain after an exit is
     bounded, 2s, and a loaded machine can exceed it): wait for the output itself."""
     tail = (line + "\n").encode()
-    harness.wait_until(lambda: path.exists() and path.read_bytes().endswith(tail), f"{path} ends with {line}")
+
+    def ends_with_tail() -> bool:
+        try:
+            return path.read_bytes().endswith(tail)
+        except FileNotFoundError:  # not yet created, or renamed by a rotation this instant
+            return False
+
+    harness.wait_until(ends_with_tail, f"{path} ends with {line}")
 
 
 def test_text_format_of_states_and_output(supervise: Harness, loop_kind: str) -> None:
