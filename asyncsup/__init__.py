@@ -3,12 +3,17 @@
 The public API, for handler modules and for programs that send messages::
 
     from asyncsup import handler, send, Retry, Reject
+
+Names are imported on first use (PEP 562), so `asyncsup run` with no consumer does not pay for
+the consumer's imports at start-up.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from asyncsup._version import __version__
-from asyncsup.consumer.envelope import Envelope
-from asyncsup.consumer.handlers import HandlerRegistry, handler
-from asyncsup.consumer.send import Sender, send, send_batch
 from asyncsup.errors import (
     AsyncsupError,
     ConfigError,
@@ -20,6 +25,30 @@ from asyncsup.errors import (
     Retry,
     TransportError,
 )
+
+if TYPE_CHECKING:
+    from asyncsup.consumer.envelope import Envelope
+    from asyncsup.consumer.handlers import HandlerRegistry, handler
+    from asyncsup.consumer.send import Sender, send, send_batch
+
+_LAZY = {
+    "Envelope": "asyncsup.consumer.envelope",
+    "HandlerRegistry": "asyncsup.consumer.handlers",
+    "handler": "asyncsup.consumer.handlers",
+    "Sender": "asyncsup.consumer.send",
+    "send": "asyncsup.consumer.send",
+    "send_batch": "asyncsup.consumer.send",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asyncsup' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AsyncsupError",
