@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import resource
+import sys
 
 from .app import make_fds_private, serve
 from .cli import run_loop
@@ -23,6 +24,8 @@ log = logging.getLogger("asyncsup")
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
+    # Programs may run Python tools of asyncsup's own environment: "$ASYNCSUP_PYTHON" -m ...
+    os.environ.setdefault("ASYNCSUP_PYTHON", sys.executable)
     reaper = _become_init(args)
     make_fds_private()
     raise_fd_limit()

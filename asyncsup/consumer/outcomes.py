@@ -154,8 +154,9 @@ class Settler:
         await self._sources[i].transport.requeue(delivery, encode(retry), delay=verdict.delay)
         self._settled(i, [delivery])
         self.retried += 1
-        log.debug("%s: retrying %s (attempt %d failed, next in %.3gs): %s",
-                  self.name, envelope.type, envelope.attempt, verdict.delay, verdict.reason)  # fmt: skip
+        # INFO, not debug: a retry is an event an operator wants to see, like a failure.
+        log.info("%s: %s %s attempt %d failed, retrying in %.3gs: %s", self.name, envelope.type,
+                 envelope.id, envelope.attempt, verdict.delay, verdict.reason)  # fmt: skip
 
     async def _fail(
         self, i: int, delivery: Delivery, envelope: Envelope | None, exc: Exception, reason: str

@@ -28,7 +28,8 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 
 from asyncsup.errors import TransportError
 from asyncsup.transports.base import Delivery, QueueCounts, lease_receipt
@@ -104,6 +105,9 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the write
         # lock up front and waits busy_timeout for it, instead of failing on a lock upgrade.
+        if self.path != ":memory:":  # a fresh deployment has no var/ yet: make the folder
+            with suppress(OSError):  # if we may not, sqlite3 says so below, mapped to TransportError
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         try:
             self._switch_to_wal(conn)
