@@ -509,8 +509,15 @@ def test_case26_worker_environment_is_ours_plus_overrides_minus_removals(
         stop(ns)
     got = json.loads(line.removeprefix("w | "))
     expected = {k: v for k, v in asyncsup_env(loop, SECRET="s3cret").items() if k != "SECRET"}
-    expected.update(A="x=y", B="ünï", ASYNCSUP_PROGRAM="w", ASYNCSUP_PROCESS_NAME="w")
-    expected["ASYNCSUP_PROCESS_NUM"] = "0"
+    expected.update(A="x=y", B="ünï")
+    documented = {  # what asyncsup tells every program (README); nothing else may appear
+        "ASYNCSUP_PROGRAM": "w",
+        "ASYNCSUP_PROCESS_NAME": "w",
+        "ASYNCSUP_PROCESS_NUM": "0",
+        "ASYNCSUP_CONFIG": str(tmp_path / "asyncsup.toml"),
+        "ASYNCSUP_PYTHON": PYTHON,
+    }
+    expected.update(documented)
     assert {k: got.get(k) for k in set(got) | set(expected) if got.get(k) != expected.get(k)} == {}
 
 
