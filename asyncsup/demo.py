@@ -1,9 +1,9 @@
 """The handlers and the producer that sample.toml runs, so a newcomer sees messages flow.
 
-`python -m asyncsup.demo CONFIG` sends a ResizeImage to the `high` or `async` transport every
-half second, and now and then a message that cannot be handled. The handlers fail at random,
-so retries show up in the logs, and some messages end in the failure queue:
-`asyncsup failed show -c sample.toml` lists them with the reason.
+`python -m asyncsup.demo [CONFIG]` (default: $ASYNCSUP_CONFIG, which asyncsup sets) sends a
+ResizeImage to the `high` or `async` transport every half second, and now and then a message that
+cannot be handled. The handlers fail at random, so retries show up in the logs, and some messages
+end in the failure queue: `asyncsup failed show -c sample.toml` lists them with the reason.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import sys
 from dataclasses import dataclass
@@ -58,4 +59,4 @@ async def produce(config: str) -> None:
 
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(produce(sys.argv[1] if len(sys.argv) > 1 else "sample.toml"))
+        asyncio.run(produce(sys.argv[1] if len(sys.argv) > 1 else os.environ["ASYNCSUP_CONFIG"]))

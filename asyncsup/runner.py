@@ -24,8 +24,10 @@ log = logging.getLogger("asyncsup")
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
-    # Programs may run Python tools of asyncsup's own environment: "$ASYNCSUP_PYTHON" -m ...
+    # Programs may run Python tools of asyncsup's own environment ("$ASYNCSUP_PYTHON" -m ...)
+    # and find our config (`asyncsup ctl`, `asyncsup send` from inside a program need no -c).
     os.environ.setdefault("ASYNCSUP_PYTHON", sys.executable)
+    os.environ["ASYNCSUP_CONFIG"] = str(config.file)
     reaper = _become_init(args)
     make_fds_private()
     raise_fd_limit()

@@ -45,7 +45,10 @@ def add_commands(subparsers: SubParsers, common: argparse.ArgumentParser | None 
 
 
 def config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", help="the TOML config file (names the transports)")
+    parser.add_argument(
+        "-c", "--config", default=os.environ.get("ASYNCSUP_CONFIG"),
+        help="the TOML config file (names the transports; default: $ASYNCSUP_CONFIG)",
+    )
 
 
 # --- send ----------------------------------------------------------------------------------------
