@@ -178,6 +178,7 @@ def test_case03_every_exit_code_is_exact_while_orphans_churn(tmp_path: Path, loo
 PROBE_HANDLERS = """
 import asyncio
 import subprocess
+import sys
 
 from asyncsup import handler
 
@@ -188,8 +189,46 @@ async def probe(body: dict) -> None:
     on_loop = await asyncio.create_subprocess_exec("sh", "-c", "exit 6")
     blocking = subprocess.run(["sh", "-c", "exit 4"])
     codes = (in_thread.returncode, await on_loop.wait(), blocking.returncode)
-    print("probe", body["n"], *codes, flush=True)
+    sys.stdout.write(f"probe {body['n']} {codes[0]} {codes[1]} {codes[2]}\\n")  # one write
+    sys.stdout.flush()
+
+
+@handler("Slow")
+async def slow(body: dict) -> None:
+    sys.stdout.write(f"start {body['n']}\\n")
+    sys.stdout.flush()
+    await asyncio.sleep(0.5)
+    sys.stdout.write(f"done {body['n']}\\n")
+    sys.stdout.flush()
 """
+
+
+CONSUMER = """
+[transports]
+jobs = "sqlite:///queue.db?queue=jobs"
+[consumers.main]
+transports = ["jobs"]
+handlers = ["probe_handlers"]
+concurrency = 4
+"""
+
+
+def queue_messages(tmp_path: Path, config: Path, kind: str, count: int) -> dict[str, str]:
+    """Write the handlers, send `count` messages before asyncsup starts; the env to run with."""
+    (tmp_path / "probe_handlers.py").write_text(PROBE_HANDLERS)
+    env = asyncsup_env("asyncio", PYTHONPATH=f"{ROOT}:{tmp_path}")
+    bodies = "".join(json.dumps({"n": n}) + "\n" for n in range(count))
+    send = [PYTHON, "-m", "asyncsup", "send", "-c", str(config), "jobs", kind, "-"]
+    sent = subprocess.run(send, input=bodies, text=True, env=env, cwd=tmp_path, capture_output=True)
+    assert sent.returncode == 0, sent.stderr
+    return env
+
+
+def queue_stats(tmp_path: Path, config: Path, env: dict[str, str]) -> dict[str, int]:
+    stats = [PYTHON, "-m", "asyncsup", "stats", "-c", str(config), "--json"]
+    out = subprocess.run(stats, text=True, env=env, cwd=tmp_path, capture_output=True, check=True)
+    (jobs,) = [t for t in json.loads(out.stdout) if t["transport"] == "jobs"]
+    return {key: jobs[key] for key in ("ready", "in_flight", "failed")}
 
 
 def test_case05_handler_subprocesses_keep_their_status_while_orphans_churn(
@@ -197,18 +236,9 @@ def test_case05_handler_subprocesses_keep_their_status_while_orphans_churn(
 ) -> None:
     """5. A consumer handler runs subprocesses three ways (a thread, the loop, blocking) while a
     program makes orphans nonstop: user code sees 5, 6 and 4, never 0 or 255."""
-    (tmp_path / "probe_handlers.py").write_text(PROBE_HANDLERS)
-    consumer = (
-        '[transports]\njobs = "sqlite:///queue.db?queue=jobs"\n'
-        '[consumers.main]\ntransports = ["jobs"]\nhandlers = ["probe_handlers"]\nconcurrency = 4\n'
-    )
     churn = program("churn", "while :; do sh -c '(exit 3) &'; sleep .01; done")
-    config = write_config(tmp_path / "asyncsup.toml", HEADER + consumer + churn)
-    env = asyncsup_env(loop, PYTHONPATH=f"{ROOT}:{tmp_path}")
-    bodies = "".join(json.dumps({"n": n}) + "\n" for n in range(12))
-    send = [PYTHON, "-m", "asyncsup", "send", "-c", str(config), "jobs", "Probe", "-"]
-    sent = subprocess.run(send, input=bodies, text=True, env=env, cwd=tmp_path, capture_output=True)
-    assert sent.returncode == 0, sent.stderr
+    config = write_config(tmp_path / "asyncsup.toml", HEADER + CONSUMER + churn)
+    env = {**queue_messages(tmp_path, config, "Probe", 12), "ASYNCSUP_LOOP": loop}
     argv = asyncsup_argv(config, loop, *MODES[mode])
     with Namespace(argv, env=env, cwd=tmp_path) as ns:
         probes = ns.wait_line(r"^probe \d+ ", stream="stdout", count=12)
@@ -230,20 +260,26 @@ def got_signals(ns: Namespace) -> list[str]:
 
 
 @pytest.mark.parametrize("sender", ["host", "inside"])
-def test_case06_case07_sigterm_drains_workers_with_exactly_one_sigterm(
+def test_case06_case07_sigterm_drains_workers_and_in_flight_messages(
     tmp_path: Path, loop: str, mode: str, sender: str
 ) -> None:
     """6. `docker stop` (SIGTERM from the host) and 7. `docker exec kill -TERM 1` (from inside,
-    which PID 1 drops unless a handler is installed): each worker gets one SIGTERM, exit 0."""
-    with start(tmp_path, loop, mode, two_signal_printers()) as ns:
+    which PID 1 drops unless a handler is installed), with two workers and two messages in
+    flight: the handlers finish and ack, each worker gets exactly one SIGTERM, exit 0."""
+    config = write_config(tmp_path / "asyncsup.toml", HEADER + CONSUMER + two_signal_printers())
+    env = {**queue_messages(tmp_path, config, "Slow", 2), "ASYNCSUP_LOOP": loop}
+    with Namespace(asyncsup_argv(config, loop, *MODES[mode]), env=env, cwd=tmp_path) as ns:
         ns.wait_line(r"^sig:\d \| ready", stream="stdout", count=2)
+        ns.wait_line(r"^start \d", stream="stdout", count=2)
         if sender == "host":
             ns.kill(signal.SIGTERM)
         else:
             inside = ns.exec_inside("kill -TERM 1")
             assert inside.returncode == 0, inside.stderr
         assert ns.wait() == 0, "\n".join(ns.lines())
+    assert sorted(ns.stdout.matching(r"^done \d")) == ["done 0", "done 1"]
     assert got_signals(ns) == ["sig:0 | got SIGTERM", "sig:1 | got SIGTERM"]
+    assert queue_stats(tmp_path, config, env) == {"ready": 0, "in_flight": 0, "failed": 0}
     assert_clean_log(ns)
 
 
