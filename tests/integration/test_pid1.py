@@ -371,6 +371,21 @@ def test_case12_shim_exits_137_when_the_supervisor_is_sigkilled(tmp_path: Path, 
         wait_until(lambda: not any(alive(p) for p in everyone), 10, "every process gone")
 
 
+def test_case31_a_live_orphan_does_not_hold_the_shutdown_and_dies_with_pid1(
+    tmp_path: Path, loop: str, mode: str
+) -> None:
+    """31. A daemon (own session, stdio closed) is alive at SIGTERM: the drain does not wait for
+    it (it is nobody's program), asyncsup exits 0, and the kernel's namespace teardown kills it."""
+    worker = program("worker", "sh -c 'setsid sleep 604 >/dev/null 2>&1 &'; exec sleep 605")
+    with start(tmp_path, loop, mode, worker) as ns:
+        orphan = wait_until(lambda: ns.find("sleep 604"), 10, "the orphan")[0]
+        reparented = lambda: proc_status(orphan).get("PPid") == str(ns.init)  # noqa: E731
+        wait_until(reparented, 10, "the orphan re-parented to PID 1")
+        stop(ns)
+        wait_until(lambda: not alive(orphan), 10, "the orphan killed with the namespace")
+    assert not [line for line in ns.lines() if "SIGKILL" in line]
+
+
 # -- signals ----------------------------------------------------------------------------------------
 
 
