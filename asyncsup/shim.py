@@ -25,7 +25,8 @@ What the shim (the parent, PID 1) does, and nothing else:
 The child (the supervisor) gets its own process group, takes the terminal's foreground if it
 had it (so one ^C reaches it once, not also through the shim), installs a no-op handler for
 every forwarded signal it has no handler for (pid 2 has no PID-1 protection: an unhandled
-SIGUSR1 would kill it; the supervisor's own handlers replace these), and unblocks all signals.
+SIGUSR1 would kill it; the supervisor's own handlers replace these) except SIGTERM and SIGQUIT,
+which should stop it even before its handlers exist, and unblocks all signals.
 No handler survives ``exec``, so programs start with nothing blocked or ignored (PID1 case 28).
 No environment marker is set: the child is pid 2, so it cannot take this path again.
 """
@@ -57,6 +58,9 @@ _FAULTS = {
     signal.SIGSYS,
 }
 _UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
+# Left at their default in the supervisor until it installs its own handlers: a `docker stop`
+# that comes before the event loop is up then ends it (143) instead of being lost.
+_STOPPING = {signal.SIGTERM, signal.SIGQUIT}
 
 FORWARDED_SIGNALS: frozenset[signal.Signals] = frozenset(
     s for s in signal.Signals if s < 32 and s not in _JOB_CONTROL | _FAULTS | _UNCATCHABLE | {signal.SIGCHLD}
@@ -87,7 +91,7 @@ def _become_supervisor() -> None:
     shim_group = os.getpgrp()
     os.setpgid(0, 0)
     _take_terminal(shim_group)  # SIGTTOU is still blocked, so a background tcsetpgrp works
-    for signum in FORWARDED_SIGNALS:
+    for signum in FORWARDED_SIGNALS - _STOPPING:
         if signal.getsignal(signum) == signal.SIG_DFL:
             signal.signal(signum, _ignore)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())

@@ -134,6 +134,16 @@ def test_supervisor_without_handlers_survives_forwarded_signals(pid1: None) -> N
 
 
 @pytest.mark.pid1
+def test_a_sigterm_before_the_supervisor_has_handlers_still_stops_it(pid1: None) -> None:
+    """`docker stop` right after start, before the event loop is up: exit 143, not ignored."""
+    with shimmed("bare") as ns:
+        ns.wait_line(r"^ready", stream="stdout")
+        ns.kill(signal.SIGUSR1)  # stands in harmlessly...
+        ns.kill(signal.SIGTERM)  # ...while TERM keeps its default: it stops the supervisor
+        assert ns.wait() == 143
+
+
+@pytest.mark.pid1
 @pytest.mark.parametrize("json_logs", [False, True])
 def test_orphans_are_reaped_and_logged_by_the_shim(pid1: None, json_logs: bool) -> None:
     with shimmed("orphan", "json" if json_logs else "text") as ns:
@@ -199,38 +209,61 @@ def _status_line(key: str) -> str:
         return next(line.split()[1] for line in status if line.startswith(key + ":"))
 
 
+def _exit(args: list[str]) -> None:
+    sys.exit(int(args[0]))
+
+
+def _killself(args: list[str]) -> None:
+    sig = signal.Signals["SIG" + args[0]]
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+
+
+def _record_all(args: list[str]) -> None:
+    for sig in signal.Signals:
+        if sig < 32 and sig not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
+            signal.signal(sig, _record)
+    if os.isatty(0):
+        print(f"fg {os.tcgetpgrp(0)} pgrp {os.getpgrp()}", flush=True)
+
+
+def _record_term(args: list[str]) -> None:
+    signal.signal(signal.SIGTERM, _record)
+
+
+def _make_orphan(args: list[str]) -> None:
+    signal.signal(signal.SIGTERM, _record)
+    subprocess.run(["sh", "-c", "(sleep .2; exit 7) &"], check=True)
+    print("orphan made", flush=True)
+
+
+def _spawn_status(args: list[str]) -> None:
+    subprocess.run(["grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"], check=True)
+    sys.exit(0)
+
+
+SCENARIOS = {
+    "exit": _exit,
+    "killself": _killself,
+    "record": _record_all,
+    "bare": lambda args: None,  # no handler of its own at all
+    "pause": _record_term,
+    "orphan": _make_orphan,
+    "spawn-status": _spawn_status,
+}
+
+
 def _main(scenario: str, args: list[str]) -> None:
+    import logging
+
     from asyncsup.shim import become_init_child
 
-    if scenario == "orphan" and args[0] == "quiet":
-        import logging
-
-        become_init_child(log_level=logging.WARNING)
-    else:
-        become_init_child(json_logs=scenario == "orphan" and args[0] == "json")
+    logs = args[0] if scenario == "orphan" else "text"
+    level = logging.WARNING if logs == "quiet" else logging.INFO
+    become_init_child(log_level=level, json_logs=logs == "json")
     me = os.getpid()
     print(f"supervisor pid {me} pgrp {os.getpgrp()} sigblk {_status_line('SigBlk')}", flush=True)
-    if scenario == "exit":
-        sys.exit(int(args[0]))
-    if scenario == "killself":
-        sig = signal.Signals["SIG" + args[0]]
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(me, sig)
-    if scenario == "record":
-        for sig in signal.Signals:
-            if sig < 32 and sig not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
-                signal.signal(sig, _record)
-        if os.isatty(0):
-            print(f"fg {os.tcgetpgrp(0)} pgrp {os.getpgrp()}", flush=True)
-    if scenario == "pause":
-        signal.signal(signal.SIGTERM, _record)
-    if scenario == "orphan":
-        signal.signal(signal.SIGTERM, _record)
-        subprocess.run(["sh", "-c", "(sleep .2; exit 7) &"], check=True)
-        print("orphan made", flush=True)
-    if scenario == "spawn-status":
-        subprocess.run(["grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"], check=True)
-        sys.exit(0)
+    SCENARIOS[scenario](args)
     print("ready", flush=True)
     while True:
         signal.pause()
