@@ -61,7 +61,9 @@ def fleet(
         say(f"  restart after kill -9: median {out['restart_s']:.3f} s of {len(samples)}")
         # circus drops a SIGTERM that lands while its periodic check is still respawning
         # (ConflictError, logged nowhere): stop an idle fleet, as `docker stop` usually does.
-        time.sleep(1.0)
+        # The random part matters too: supervisord notices a signal only at its 1 s tick, and
+        # a fixed pause after a restart (done at a tick) would always land at the same phase.
+        time.sleep(0.5 + rng.uniform(0, max(driver.tick, 1.0)))
         out["stop_s"], out["stop_leftovers"] = s.stop(timeout=120)
         say(f"  stop {out['stop_s']:.3f} s, {out['stop_leftovers']} children left")
 

@@ -88,6 +88,15 @@ def _fmt(value: float | None, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _fmt_ratio(value: float | None) -> str:
+    """0.27, or 1/336 for a small ratio, which reads as "336 times less" without counting zeros."""
+    if value is None:
+        return "n/a"
+    if 0 < value < 0.1:
+        return f"1/{1 / value:.0f}"
+    return f"{value:.2f}"
+
+
 def table(runs: dict[str, dict[str, list[float | None]]], names: list[str]) -> str:
     """One markdown table: absolute medians per supervisor, ratios, goals."""
     pairs = [(a, b) for a, b in RATIOS if a in names and b in names]
@@ -100,7 +109,7 @@ def table(runs: dict[str, dict[str, list[float | None]]], names: list[str]) -> s
         if all(v is None for v in medians.values()):
             continue
         row = [m.label, m.unit, *(_fmt(medians[n], m.digits) for n in names)]
-        row += [_fmt(ratio(medians[a], medians[b]), 2) for a, b in pairs]
+        row += [_fmt_ratio(ratio(medians[a], medians[b])) for a, b in pairs]
         if "asyncsup" in names:
             row += _goal_cells(m.key, medians)
         rows.append(row)
