@@ -284,11 +284,11 @@ def test_case06_case07_sigterm_drains_workers_and_in_flight_messages(
 
 
 def test_case08_a_worker_ignoring_sigterm_is_killed_with_its_group(tmp_path: Path, loop: str) -> None:
-    """8. `trap '' TERM` worker, stop_timeout 1s: SIGKILL to its group (grandchild too), exit 0.
+    """8. `trap '' TERM` worker, stop_timeout 0.5s: SIGKILL to its group (grandchild too), exit 0.
 
     A second program holds the shutdown open, so the group kill is seen while PID 1 still runs."""
-    stubborn = program("stubborn", child("ready_then.py", "ignore-term"), stop_timeout="1s")
-    holder = program("holder", child("print_signals.py", "--ignore-term"), stop_timeout="3s")
+    stubborn = program("stubborn", child("ready_then.py", "ignore-term"), stop_timeout="0.5s")
+    holder = program("holder", child("print_signals.py", "--ignore-term"), stop_timeout="2s")
     with start(tmp_path, loop, "shim", stubborn, holder) as ns:
         line = ns.wait_line(r"^stubborn \| grandchild pid \d+", stream="stdout")[0]
         ns.wait_line(r"^holder \| ready", stream="stdout")
