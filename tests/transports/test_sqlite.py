@@ -153,8 +153,17 @@ async def test_close_ends_the_connection_thread(tmp_path: Path) -> None:
     assert not thread.is_alive()
 
 
-async def test_a_missing_folder_is_a_transport_error_naming_the_url(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'nowhere' / 'q.db'}"
+async def test_a_missing_folder_is_created(tmp_path: Path) -> None:
+    """`sqlite:///var/queue.db` must work on a fresh checkout, where var/ does not exist yet."""
+    transport = open_transport(f"sqlite:///{tmp_path / 'var' / 'spool' / 'q.db'}")
+    assert (await transport.counts()).ready == 0
+    assert (tmp_path / "var" / "spool" / "q.db").exists()
+    await transport.close()
+
+
+async def test_a_folder_that_cannot_exist_is_a_transport_error_naming_the_url(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    url = f"sqlite:///{tmp_path / 'a-file' / 'q.db'}"
     transport = open_transport(url)
 
     with pytest.raises(TransportError, match="unable to open database file") as caught:
