@@ -77,8 +77,12 @@ def become_init_child(*, log_level: int = logging.INFO, json_logs: bool = False)
     is set up only after the fork (its sink is a thread).
     """
     everything = signal.valid_signals()
-    signal.pthread_sigmask(signal.SIG_BLOCK, everything)
-    supervisor = os.fork()
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, everything)
+    try:
+        supervisor = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        raise
     if supervisor == 0:
         _become_supervisor()
         return
