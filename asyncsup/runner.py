@@ -28,13 +28,18 @@ def run(config: Config, args: argparse.Namespace) -> int:
     # and find our config (`asyncsup ctl`, `asyncsup send` from inside a program need no -c).
     os.environ.setdefault("ASYNCSUP_PYTHON", sys.executable)
     os.environ["ASYNCSUP_CONFIG"] = str(config.file)
-    reaper = _become_init(args)
+    json_lines = (args.log_format or config.settings.log_format) == "json"
+    level = level_from_flags(config.settings.log_level, args.verbose, args.quiet)
+    shimmed = os.getpid() == 1 and not args.no_shim
+    if shimmed:
+        from .shim import become_init_child
+
+        become_init_child(log_level=level, json_logs=json_lines)  # we are pid 2 from here on
     make_fds_private()
     raise_fd_limit()
-    json_lines = (args.log_format or config.settings.log_format) == "json"
     stdout, stderr = LineSink("stdout", fd_writer(1)), LineSink("stderr", fd_writer(2))
-    level = level_from_flags(config.settings.log_level, args.verbose, args.quiet)
     setup_logging(stderr, level=level, json_lines=json_lines)
+    reaper = NoReaper() if shimmed else _orphan_reaper(args)
 
     async def main() -> int:
         shutdown = Shutdown(config.settings.shutdown_timeout)
@@ -64,18 +69,18 @@ def raise_fd_limit(target: int = 65536) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def _become_init(args: argparse.Namespace) -> ChildTracker:
-    """As PID 1, fork the shim (default) or reap in-process; elsewhere, reap only if asked."""
-    if os.getpid() == 1 and not args.no_shim:
-        from .shim import become_init_child
-
-        become_init_child()  # returns in the child, which is pid 2 from now on
+def _orphan_reaper(args: argparse.Namespace) -> ChildTracker:
+    """PID 1 without the shim, or a subreaper, reaps in-process; otherwise someone else must."""
+    if os.getpid() != 1 and not args.subreaper:
+        if os.getppid() != 1:  # a parent that is an init (tini, systemd) reaps them: no warning
+            log.warning(
+                "not PID 1 and not a child subreaper: orphans of programs are not reaped by "
+                "asyncsup (run it as PID 1, or with --subreaper)"
+            )
         return NoReaper()
-    if os.getpid() == 1 or args.subreaper:
-        from .reaper import Reaper
-        from .shim import set_subreaper
+    from .reaper import Reaper
+    from .shim import set_subreaper
 
-        if os.getpid() != 1 and not set_subreaper():
-            log.warning("could not become a child subreaper; orphans will not be reaped by asyncsup")
-        return Reaper()
-    return NoReaper()
+    if os.getpid() != 1 and not set_subreaper():
+        log.warning("could not become a child subreaper; orphans will not be reaped by asyncsup")
+    return Reaper()

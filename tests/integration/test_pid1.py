@@ -124,10 +124,6 @@ def test_case01_case04_orphans_of_every_shape_are_reaped_with_their_status(
     assert_clean_log(ns)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.py must pass log_level= and json_logs= to become_init_child() (PID 1 report)",
-)
 def test_shim_logs_follow_the_configured_format(tmp_path: Path, loop: str) -> None:
     """With --log-format json every stderr line is JSON, the shim's orphan lines included."""
     worker = program("worker", "sh -c '(sleep .2; exit 7) &'; exec sleep 600")
@@ -617,9 +613,6 @@ def test_case30_subreaper_reaps_orphans_when_not_pid1(tmp_path: Path, loop: str)
         stop(run)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="runner.py does not warn yet when orphans will not be reaped (PID 1 report)"
-)
 def test_case30_without_subreaper_asyncsup_warns_like_tini(tmp_path: Path, loop: str) -> None:
     """30. Not PID 1 and no `--subreaper`: a warning says orphans will not be reaped."""
     config = write_config(tmp_path / "a.toml", HEADER + program("idle", "exec sleep 600"))
