@@ -125,8 +125,11 @@ class RedisTransport:
             async with r.pipeline(transaction=False) as pipe:
                 for message in messages:
                     pipe.execute_command("XADD", stream, "*", FIELD, message)
-                result: list[bytes] = await pipe.execute()
-                return result
+                result: list[Any] = await pipe.execute(raise_on_error=False)
+            for item in result:  # Redis's own error, not the pipeline's rewording of it
+                if isinstance(item, Exception):
+                    raise item
+            return result
 
         return [entry_id.decode() for entry_id in await self._link.call(xadd)]
 

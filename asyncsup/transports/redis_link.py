@@ -20,6 +20,7 @@ redis-py's own retries are switched off: the policy is here, with the logging.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -106,15 +107,17 @@ class Link:
                         result = await op(self.client())
                 else:
                     result = await op(self.client())
-            except OUTAGE as exc:
-                if self._closed:  # close() cut the connection under this call
-                    raise TransportClosed(self.url) from exc
+            except Exception as exc:
+                if self._closed:  # close() cut the connection under this call (uvloop may say
+                    raise TransportClosed(self.url) from exc  # RuntimeError: handler is closed)
+                if not isinstance(exc, OUTAGE):
+                    if isinstance(exc, rx.RedisError):
+                        raise _mapped(self.url, exc) from exc
+                    raise
                 self._failed(exc)
                 if self._past(until):
                     raise _GaveUp() from exc
                 continue
-            except rx.RedisError as exc:
-                raise _mapped(self.url, exc) from exc
             self._succeeded()
             return result
 
@@ -125,6 +128,7 @@ class Link:
         now = anyio.current_time()
         if self._retry_at > now:
             if until is not None and self._retry_at > until:
+                await anyio.sleep(max(until - now, 0.0))  # so the caller does not spin on us
                 raise _GaveUp()
             await anyio.sleep(self._retry_at - now)
 
@@ -156,8 +160,9 @@ class Link:
         self._closed = True
         client, self._client = self._client, None
         if client is not None:
-            with anyio.CancelScope(shield=True):
-                await client.aclose()
+            closing = getattr(client, "aclose", None) or client.close  # aclose: redis-py >= 5.0.1
+            with anyio.CancelScope(shield=True), contextlib.suppress(rx.RedisError, OSError):
+                await closing()
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,7 +57,7 @@ async def raw(prefix: str) -> AsyncIterator[Any]:
 
     client = Redis.from_url(redis_rig.REDIS_URL)
     yield client
-    await client.aclose()
+    await (getattr(client, "aclose", None) or client.close)()  # aclose: redis-py >= 5.0.1
 
 
 class Opened:
@@ -309,7 +309,7 @@ async def test_driver_errors_become_transport_errors(opened: Opened, raw: Any) -
 
 
 async def test_an_outage_is_ridden_out_logged_once_and_a_cancelled_receive_returns(
-    opened: Opened, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    opened: Opened, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import redis
 
@@ -318,8 +318,10 @@ async def test_an_outage_is_ridden_out_logged_once_and_a_cancelled_receive_retur
     transport = opened("q", base=server.url, retry_for=0.3)
     await transport.publish([b"before"])
     server.stop()
+    takes = count_calls(monkeypatch, type(transport), "_take")
 
-    assert await transport.receive(1, lease=LONG, wait=0.2) == []  # waits out its wait, then empty
+    assert await transport.receive(1, lease=LONG, wait=1.0) == []  # waits out its wait, then empty
+    assert 1 <= takes[0] <= 12, "tries with a backoff (50 ms doubling), does not spin"
     with pytest.raises(TransportError, match="Redis unreachable for") as caught:
         await transport.publish([b"lost?"])
     assert isinstance(caught.value.__cause__, (redis.ConnectionError, OSError))
@@ -469,6 +471,18 @@ def test_two_worker_processes_and_a_sigkill_lose_nothing_and_repeat_nothing(pref
 # --- helpers: a private redis-server, the worker process ---------------------------------------
 
 
+def count_calls(monkeypatch: pytest.MonkeyPatch, cls: type, name: str) -> list[int]:
+    """Count the calls of an async method (a spy, not a mock: the method still runs)."""
+    calls, method = [0], getattr(cls, name)
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return await method(*args, **kwargs)
+
+    monkeypatch.setattr(cls, name, spy)
+    return calls
+
+
 def private_server(folder: Path) -> redis_rig.PrivateRedis:
     if not redis_rig.redis_server_installed():
         if os.environ.get("CI") == "true":
@@ -515,7 +529,7 @@ async def worker(base: str, stream: str, name: str, seen: str, hold_after: int) 
         await transport.ack(got)
         handled += len(got)
     await transport.close()
-    await client.aclose()
+    await (getattr(client, "aclose", None) or client.close)()
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
