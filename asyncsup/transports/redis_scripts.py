@@ -34,7 +34,6 @@ from __future__ import annotations
 from asyncsup.transports.redis_link import Script
 
 HORIZON_MS = 86_400_000  # 24 h: the longest lease; an idle time >= this means "lease ended"
-RELEASED = "released"  # not a consumer: only a word in logs
 
 _HELPERS = r"""
 local function now_ms()
