@@ -146,8 +146,7 @@ class Child:
         status = await self._reap(process)
         if stopped:  # a stop means the whole group: members that ignored the signal go too
             _killpg(process.pid, signal.SIGKILL)
-        if stopped or self._last_group is None:  # members left alive hold the pipes: no EOF soon
-            await self._drain_output()
+        await self._drain_output()
         return status, was_up
 
     async def _wait_up(self, process: ChildProcess) -> bool:
@@ -312,12 +311,13 @@ class Child:
     async def _drain_output(self) -> None:
         """Relay what the process wrote before it exited, before its exit is logged and before a
         shutdown closes the pipes: its last lines are often the traceback that explains the exit.
-        Bounded, since a daemon that left the group may hold the pipe open."""
+        Until the pipes are empty rather than closed (a daemon may hold them open), and bounded."""
         streams = 1 if self.program.redirect_stderr else 2
-        pending = [relay.closed for relay in self._relays[-streams:] if not relay.closed.done()]
-        if pending:
-            with anyio.move_on_after(OUTPUT_DRAIN):  # asyncio.wait never cancels the futures
-                await race(lambda: asyncio.wait(pending), self.runtime.shutdown.wait_forced)
+        relays = self._relays[-streams:]
+        with anyio.move_on_after(OUTPUT_DRAIN):
+            # No event says "the kernel buffer is empty"; rare, short and bounded.
+            while not self.runtime.shutdown.forced and not all(r.drained() for r in relays):  # noqa: ASYNC110
+                await anyio.sleep(0.01)
 
     def close_relays(self) -> None:
         for relay in self._relays:

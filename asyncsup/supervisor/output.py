@@ -10,12 +10,14 @@ its own write, which bounds our memory whatever a child prints.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import fcntl
 import json
 import os
 import re
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -217,6 +219,7 @@ class PipeRelay(asyncio.Protocol):
         self.tail = tail  # recent output for `asyncsup ctl tail`: raw chunks, before framing
         self.closed = asyncio.get_running_loop().create_future()
         self._transport: asyncio.ReadTransport | None = None
+        self._paused = False
 
     def __repr__(self) -> str:
         state = "closed" if self.closed.done() else "open"
@@ -248,6 +251,24 @@ class PipeRelay(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def drained(self) -> bool:
+        """Everything written so far has been relayed: the pipe is closed, or empty and read.
+
+        After an exit we cannot wait for EOF: a daemon that left the group may hold the pipe
+        open for ever. An empty kernel buffer says the writer's last words reached the sink.
+        """
+        if self.closed.done() or self._transport is None:
+            return True
+        if self._paused:
+            return False
+        pipe = self._transport.get_extra_info("pipe")
+        try:
+            pending = array.array("i", [0])
+            fcntl.ioctl(pipe.fileno(), termios.FIONREAD, pending)
+        except (OSError, AttributeError, ValueError):
+            return True
+        return pending[0] == 0
+
     def _match_lines(self, data: bytes) -> None:
         """Lines for on_line are joined across reads (a read may end mid-line); the unfinished
         last line is offered too, so a prompt-like "ready" without a newline still matches."""
@@ -262,10 +283,12 @@ class PipeRelay(asyncio.Protocol):
     def _pause(self) -> None:
         assert self._transport is not None and self.sink is not None
         self._transport.pause_reading()
+        self._paused = True
         loop = asyncio.get_running_loop()
         self.sink.when_space(lambda: _discard(loop.call_soon_threadsafe(self._resume)))
 
     def _resume(self) -> None:
+        self._paused = False
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
 
