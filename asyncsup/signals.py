@@ -50,6 +50,13 @@ def installed(shutdown: Shutdown, forward: Callable[[int], int]) -> Iterator[Non
     finally:
         for sig in (*GRACEFUL, *RESERVED, *HARMLESS):
             loop.remove_signal_handler(sig)
+            # Not SIG_DFL, which remove_signal_handler leaves: we are finishing anyway, and as pid 2
+            # under the shim a late USR1 or TERM with its default would kill us mid-cleanup.
+            signal.signal(sig, _too_late)
+
+
+def _too_late(signum: int, frame: object) -> None:
+    """Signals that arrive while asyncsup finishes its cleanup: nothing left to do."""
 
 
 def _on_stop(shutdown: Shutdown, sig: signal.Signals) -> None:
