@@ -48,8 +48,8 @@ class SinkHandler(logging.Handler):
             self.handleError(record)
 
 
-def setup_logging(sink: LineSink, *, level: int, json_lines: bool) -> None:
-    handler = SinkHandler(sink)
+def setup_logging(handler: logging.Handler, *, level: int, json_lines: bool) -> None:
+    """Make `handler` the one root handler, in the text or JSON format, at `level`."""
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):

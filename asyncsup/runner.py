@@ -16,7 +16,7 @@ from .app import make_fds_private, serve
 from .cli import run_loop
 from .config import Config
 from .lifecycle import Shutdown
-from .logs import level_from_flags, setup_logging
+from .logs import SinkHandler, level_from_flags, setup_logging
 from .supervisor.output import LineSink, fd_writer
 from .supervisor.runtime import ChildTracker, NoReaper, Runtime
 
@@ -38,7 +38,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
     make_fds_private()
     raise_fd_limit()
     stdout, stderr = LineSink("stdout", fd_writer(1)), LineSink("stderr", fd_writer(2))
-    setup_logging(stderr, level=level, json_lines=json_lines)
+    setup_logging(SinkHandler(stderr), level=level, json_lines=json_lines)
     reaper = NoReaper() if shimmed else _orphan_reaper(args)
 
     async def main() -> int:

@@ -206,19 +206,12 @@ def run_async(main: Callable[[], Awaitable[int]]) -> int:
 
 
 def setup_logging(args: argparse.Namespace, config: Config | None = None) -> None:
-    from asyncsup.logs import JsonFormatter, TextFormatter, level_from_flags
+    from asyncsup import logs
 
     configured = config.settings.log_level if config is not None else "info"
-    level = level_from_flags(configured, getattr(args, "verbose", 0), getattr(args, "quiet", 0))
+    level = logs.level_from_flags(configured, getattr(args, "verbose", 0), getattr(args, "quiet", 0))
     fmt = getattr(args, "log_format", None) or (config.settings.log_format if config else "text")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level)
-    logging.getLogger("asyncio").setLevel(max(level, logging.WARNING))
+    logs.setup_logging(logging.StreamHandler(sys.stderr), level=level, json_lines=fmt == "json")
 
 
 def _duration(text: str) -> float:
