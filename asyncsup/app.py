@@ -11,8 +11,9 @@ import anyio
 from . import signals
 from ._version import __version__
 from .config import Config, Program
+from .consumer.inline import InlineConsumers
 from .control.plane import ControlPlane
-from .lifecycle import Shutdown
+from .control.reload import Reloader
 from .supervisor.runtime import Runtime
 from .supervisor.service import Supervisor
 
@@ -22,30 +23,36 @@ log = logging.getLogger("asyncsup")
 async def serve(config: Config, runtime: Runtime) -> int:
     """Run programs (and inline consumers) until shutdown; the order of the stop is in lifecycle.py."""
     shutdown = runtime.shutdown
-    supervisor = Supervisor(_all_programs(config), runtime)
-    control = ControlPlane(config, supervisor, shutdown)
+    supervisor = Supervisor(all_programs(config), runtime)
+    consumers = InlineConsumers(config, shutdown)  # cheap: handler code is imported by run()
+    reloader = Reloader(config, supervisor, consumers, runtime)
+    control = ControlPlane(config, supervisor, shutdown, reloader=reloader)
+    control.add_statistics("consumer", consumers.statistics, export=False)
+    control.add_metrics(consumers.write_metrics)
+    control.add_statistics("queue", consumers.queue_counts)
     # Bound before anything starts (a second asyncsup on the socket stops here), closed last.
     async with control.listening(), anyio.create_task_group() as root:
         root.start_soon(shutdown.enforce_deadline, name="shutdown deadline")
         root.start_soon(control.serve, name="control plane")
+        root.start_soon(reloader.run, name="reload, deploy and log reopening")
         run_reaper = getattr(runtime.reaper, "run", None)
         if run_reaper is not None:
             root.start_soon(run_reaper, name="orphan reaper")
-        with signals.installed(shutdown, supervisor.forward_signal):
+        with signals.installed(shutdown, supervisor.forward_signal, reloader):
             log.info(
                 "asyncsup %s (pid %d): %d program(s), %d inline consumer(s)",
                 __version__, os.getpid(), len(supervisor.programs), len(_inline_consumers(config)),
             )
             async with anyio.create_task_group() as work:
                 work.start_soon(supervisor.run, name="supervisor")
-                if _inline_consumers(config):
-                    work.start_soon(_run_consumers, config, shutdown, name="consumers")
+                work.start_soon(consumers.run, name="consumers")
         root.cancel_scope.cancel()
     log.info("asyncsup stopped (%s), exit code %d", shutdown.reason or "no reason", shutdown.exit_code)
     return shutdown.exit_code
 
 
-def _all_programs(config: Config) -> dict[str, Program]:
+def all_programs(config: Config) -> dict[str, Program]:
+    """The programs of a config, consumers with processes = N included."""
     programs = dict(config.programs)
     with contextlib.suppress(ImportError):
         from .consumer.service import consumer_programs
@@ -56,12 +63,6 @@ def _all_programs(config: Config) -> dict[str, Program]:
 
 def _inline_consumers(config: Config) -> list[str]:
     return [name for name, c in config.consumers.items() if not c.processes]
-
-
-async def _run_consumers(config: Config, shutdown: Shutdown) -> None:
-    from .consumer.service import run_consumers
-
-    await run_consumers(config, shutdown)
 
 
 def make_fds_private() -> None:

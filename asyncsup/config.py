@@ -85,6 +85,7 @@ class Program:
     flap_limit: int = 10  # at most this many starts per flap_window, whatever the state; then back off
     flap_window: float = 60.0
     critical: bool = False
+    restart_on_deploy: bool = False  # `asyncsup ctl stop-workers` (SIGUSR2) restarts it, one copy at a time
     depends_on: tuple[str, ...] = ()
     ready: Ready | None = None
     stop_signal: signal.Signals = signal.SIGTERM

@@ -252,6 +252,7 @@ _PROGRAM: dict[str, Reader] = {
     "flap_limit": integer(1),
     "flap_window": duration(positive=True),
     "critical": boolean,
+    "restart_on_deploy": boolean,
     "depends_on": lambda v: tuple(list_of(string, "program names", unique=True)(v)),
     "ready": _ready,
     "stop_signal": signal_number,

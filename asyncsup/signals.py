@@ -1,7 +1,9 @@
 """Signals become intents. Handlers only record (request a shutdown, forward, log); the loop acts.
 
-TERM, INT and QUIT drain; a second one forces. HUP, USR1 and USR2 will mean reload, reopen logs and
-stop-workers (control plane); until then they are logged and relayed to programs that asked for them.
+TERM, INT and QUIT drain; a second one forces. HUP reloads the config (`ctl update`), USR1 reopens
+log files (logrotate), USR2 restarts workers with fresh code (`ctl stop-workers`); each is also relayed
+to the programs that list it in forward_signals. Their handlers only record the request: the
+Reloader (control/reload.py) does the work, one change at a time.
 Every other catchable asynchronous signal gets a logging handler, because in shim mode we are pid 2
 and no longer protected like PID 1: an unhandled SIGUSR1 or SIGALRM would kill us. We install
 handlers rather than SIG_IGN on purpose: an ignored disposition is inherited by every child we spawn,
@@ -15,6 +17,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from .lifecycle import Shutdown
 
@@ -35,14 +38,41 @@ HARMLESS = tuple(
 )
 
 
+class Intents(Protocol):
+    """Where HUP, USR1 and USR2 are recorded (control/reload.py's Reloader)."""
+
+    @property
+    def update_requested(self) -> Request: ...
+    @property
+    def reopen_requested(self) -> Request: ...
+    @property
+    def deploy_requested(self) -> Request: ...
+
+
+class Request(Protocol):
+    def request(self) -> None: ...
+
+
+WORDS = {
+    signal.SIGHUP: "reloading the config",
+    signal.SIGUSR1: "reopening log files",
+    signal.SIGUSR2: "restarting workers (stop-workers)",
+}
+
+
 @contextlib.contextmanager
-def installed(shutdown: Shutdown, forward: Callable[[int], int]) -> Iterator[None]:
+def installed(shutdown: Shutdown, forward: Callable[[int], int], intents: Intents) -> Iterator[None]:
     """Install our handlers on the running loop for the duration of the block."""
     loop = asyncio.get_running_loop()
     for sig in GRACEFUL:
         loop.add_signal_handler(sig, _on_stop, shutdown, sig)
+    requests = {
+        signal.SIGHUP: intents.update_requested,
+        signal.SIGUSR1: intents.reopen_requested,
+        signal.SIGUSR2: intents.deploy_requested,
+    }
     for sig in RESERVED:
-        loop.add_signal_handler(sig, _on_reserved, sig, forward)
+        loop.add_signal_handler(sig, _on_reserved, sig, forward, requests[sig])
     for sig in HARMLESS:
         loop.add_signal_handler(sig, _on_harmless, sig)
     try:
@@ -70,9 +100,10 @@ def _on_stop(shutdown: Shutdown, sig: signal.Signals) -> None:
         shutdown.request(f"{sig.name} received")
 
 
-def _on_reserved(sig: signal.Signals, forward: Callable[[int], int]) -> None:
+def _on_reserved(sig: signal.Signals, forward: Callable[[int], int], intent: Request) -> None:
     relayed = forward(sig)
-    log.info("%s received: relayed to %d program(s); nothing else to do with it yet", sig.name, relayed)
+    log.info("%s received: relayed to %d program(s); %s", sig.name, relayed, WORDS[sig])
+    intent.request()
 
 
 def _on_harmless(sig: signal.Signals) -> None:

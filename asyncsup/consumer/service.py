@@ -9,25 +9,11 @@ supervisor restarts whenever they exit (limits included), each with a fresh heap
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import sys
-from collections.abc import Sequence
 
-import anyio
-
-from asyncsup.config import Config, Consumer, Program
-from asyncsup.consumer.handlers import HandlerRegistry
-from asyncsup.consumer.outcomes import Source
-from asyncsup.consumer.statistics import WorkerResult
-from asyncsup.consumer.wiring import build_registry, opened
-from asyncsup.consumer.worker import Worker
-from asyncsup.errors import AsyncsupError
+from asyncsup.config import Config, Program
+from asyncsup.consumer.inline import InlineConsumers
 from asyncsup.lifecycle import Shutdown
-
-log = logging.getLogger("asyncsup.consumer")
-
-CRASH_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before restarting a consumer that failed
 
 
 def consumer_programs(config: Config) -> dict[str, Program]:
@@ -43,6 +29,7 @@ def consumer_programs(config: Config) -> dict[str, Program]:
                 command=command,
                 numprocs=consumer.processes,
                 autorestart="always",  # a limit exits 0 on purpose: it wants a fresh process
+                restart_on_deploy=True,  # stop-workers: SIGTERM one copy at a time, it drains
                 startretries=None,
                 stop_timeout=config.settings.shutdown_timeout,
             )
@@ -50,57 +37,6 @@ def consumer_programs(config: Config) -> dict[str, Program]:
 
 
 async def run_consumers(config: Config, shutdown: Shutdown) -> None:
-    """Run every inline consumer (``processes = 0``) until the shutdown; they drain with it."""
-    inline = [c for c in config.consumers.values() if c.processes == 0]
-    registries = [build_registry(config, c) for c in inline]  # import errors fail before any start
-    async with anyio.create_task_group() as tg:
-        for consumer, registry in zip(inline, registries, strict=True):
-            tg.start_soon(run_inline, config, consumer, registry, shutdown, name=f"consumer {consumer.name}")
-
-
-async def run_inline(
-    config: Config, consumer: Consumer, registry: HandlerRegistry, shutdown: Shutdown
-) -> None:
-    """One consumer, restarted in-process after a limit and (with a backoff) after a failure."""
-    crashes = 0
-    while not shutdown.requested:
-        try:
-            result = await _run_once(config, consumer, registry, shutdown)
-        except AsyncsupError as exc:  # a transport down: keep the supervisor up, retry
-            delay = CRASH_BACKOFF[min(crashes, len(CRASH_BACKOFF) - 1)]
-            crashes += 1
-            log.error("consumer %s failed: %s; restarting in %gs", consumer.name, exc, delay)
-            with anyio.move_on_after(delay):
-                await shutdown.wait_requested()
-            continue
-        crashes = 0
-        if not result.limit_reached:
-            return
-        _log_restart(consumer, result)
-        if result.reason.startswith("memory limit"):  # it would trip again at once, forever
-            consumer = dataclasses.replace(consumer, memory_limit=0)
-
-
-async def _run_once(
-    config: Config, consumer: Consumer, registry: HandlerRegistry, shutdown: Shutdown
-) -> WorkerResult:
-    names: Sequence[str] = consumer.transports
-    failure_names = [consumer.failure_transport] if consumer.failure_transport else []
-    async with opened(config, [*names, *failure_names]) as sources:
-        failure: Source | None = sources[len(names)] if failure_names else None
-        worker = Worker(consumer, sources[: len(names)], registry, shutdown=shutdown, failure=failure)
-        return await worker.run()
-
-
-def _log_restart(consumer: Consumer, result: WorkerResult) -> None:
-    if result.reason.startswith("memory limit"):
-        log.warning(
-            "consumer %s: %s; restarting it in-process, which does not give memory back to the "
-            "OS, so its memory_limit is ignored from now on: set processes = 1 (or more) under "
-            "[consumers.%s] to run it as a child process that is replaced instead",
-            consumer.name,
-            result.reason,
-            consumer.name,
-        )
-    else:
-        log.info("consumer %s: %s; restarting it in-process", consumer.name, result.reason)
+    """Run every inline consumer (``processes = 0``) until the shutdown; they drain with it.
+    Restarts after a limit, a failure, a reload or a deploy live in consumer/inline.py."""
+    await InlineConsumers(config, shutdown).run()

@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ControlError
+from ..errors import ConfigError, ControlError
 from . import render
-from .address import socket_for_file
+from .address import default_socket, socket_for_file
 from .protocol import (
     BAD_ARGUMENTS,
     NOT_ALLOWED,
@@ -192,6 +192,23 @@ def _shutdown(conn: Connection, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _reload(conn: Connection, args: argparse.Namespace) -> int:
+    """reread, update: one line per change, then what it did; a config with an error exits 1."""
+    result = conn.request(args.ctl_command, {}, wait=args.ctl_command == "update").result
+    changes = result["changes"]
+    text = [f"{c['change']}" + (f": {'; '.join(c['done'])}" if c["done"] else "") for c in changes]
+    _print(args, result, lambda: text or ["no changes"])
+    failed = [line for c in changes for line in c["done"] if "failed" in line]
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def _stop_workers(conn: Connection, args: argparse.Namespace) -> int:
+    result = conn.request("stop-workers", {}, wait=True).result
+    restarted = result["restarted"]
+    _print(args, result, lambda: restarted or ["nothing to restart"])
+    return EXIT_ERROR if any("failed" in line for line in restarted) else EXIT_OK
+
+
 def _print(args: argparse.Namespace, result: Any, text: Callable[[], list[str]]) -> None:
     print(json.dumps(result, indent=2) if args.json else "\n".join(text()), flush=True)
 
@@ -245,11 +262,16 @@ def _add_subcommands(commands: Any) -> None:
     command("pid", "asyncsup's pid, or the pids of processes").add_argument("names", **names)
     command("version", "the version of the running asyncsup")
     command("shutdown", "drain and stop asyncsup (again: stop now)")
+    command("reread", "read the config file again and show what update would change")
+    command("update", "apply the config file: start added, stop removed, restart changed (like SIGHUP)")
+    command("stop-workers", "deploy: consumers restart with fresh handler code, restart_on_deploy programs "
+                            "restart one copy at a time (like SIGUSR2); waits until done")
 
 
 RUNNERS: dict[str, Callable[[Connection, argparse.Namespace], int]] = {
     "status": _status, "start": _act, "stop": _act, "restart": _act, "signal": _act,
     "tail": _tail, "pid": _pid, "version": _version, "shutdown": _shutdown,
+    "reread": _reload, "update": _reload, "stop-workers": _stop_workers,
 }
 
 
@@ -261,7 +283,15 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         print("asyncsup ctl: which asyncsup? pass -c FILE (or set ASYNCSUP_CONFIG), or --socket PATH",
               file=sys.stderr)
         return EXIT_USAGE
-    path = Path(args.socket) if args.socket else socket_for_file(args.config)
+    unreadable: ConfigError | None = None
+    try:
+        path = Path(args.socket) if args.socket else socket_for_file(args.config)
+    except ConfigError as exc:
+        if args.ctl_command not in ("reread", "update"):
+            raise
+        # The server reads the file itself and refuses it with the whole error; ask it, where
+        # the default socket is (the broken file cannot say where else it would be).
+        path, unreadable = default_socket(Path(os.path.abspath(args.config))), exc
     try:
         conn = Connection(path, args.timeout)
         try:
@@ -269,6 +299,8 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         finally:
             conn.close()
     except ControlError as exc:
+        if unreadable is not None and exc.code == CANNOT_CONNECT:
+            exc = ControlError(f"the config has an error, nothing changed: {unreadable}", "bad_config")
         if args.json:
             print(json.dumps({"ok": False, "error": exc.problem, "code": exc.code}), flush=True)
         print(f"asyncsup ctl: {exc}", file=sys.stderr)

@@ -39,6 +39,7 @@ from .status import process_status
 
 if TYPE_CHECKING:
     from .plane import ControlPlane
+    from .reload import Reloader
 
 log = logging.getLogger("asyncsup.control")
 
@@ -91,6 +92,9 @@ class Commands:
             "pid": self.pid,
             "version": self.version,
             "shutdown": self.shutdown,
+            "reread": self.reread,
+            "update": self.update,
+            "stop-workers": self.stop_workers,
         }
 
     def __repr__(self) -> str:
@@ -115,7 +119,7 @@ class Commands:
         ready, why = self.plane.readiness()
         return {
             "processes": [p.as_json() for p in processes],
-            "statistics": self.plane.statistics(),
+            "statistics": await self.plane.statistics(),
             "ready": ready,
             "why": why,
             "pid": os.getpid(),
@@ -174,6 +178,27 @@ class Commands:
             log.info("asyncsup ctl shutdown: draining (deadline %gs; again to stop now)", shutdown.timeout)
             shutdown.request("asyncsup ctl shutdown")
         return {"reason": shutdown.reason, "forced": shutdown.forced}
+
+    # -- reload and deploy (control/reload.py) ------------------------------------------------------
+
+    async def reread(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """What `update` would change, changing nothing."""
+        changes = await self._reloader().reread()
+        return {"changes": [{"change": str(c), "done": []} for c in changes]}
+
+    async def update(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Apply the config file; answers once every change is done (rolling restarts included)."""
+        done = await self._reloader().update()
+        return {"changes": [{"change": str(c), "done": lines} for c, lines in done]}
+
+    async def stop_workers(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Restart consumers with fresh code and restart_on_deploy programs; answers once done."""
+        return {"restarted": await self._reloader().stop_workers()}
+
+    def _reloader(self) -> Reloader:
+        if self.plane.reloader is None:
+            raise ControlError("this asyncsup cannot reload", UNKNOWN_COMMAND)
+        return self.plane.reloader
 
     # -- helpers -----------------------------------------------------------------------------------
 

@@ -5,17 +5,20 @@ socket is refused before it starts anything; it stops last (lifecycle.py, step 4
 and /readyz keep answering while the rest drains.
 
 Statistics hook: a part with numbers to show (a consumer) registers a provider with
-`add_statistics(kind, provider)`; `provider()` returns {name: statistics dataclass}. `ctl status`
-shows them and /metrics exports each numeric field as `asyncsup_<kind>_<field>{<kind>="<name>"}`.
+`add_statistics(kind, provider)`; `provider()` returns {name: statistics dataclass} (or an awaitable
+of it, when the numbers need I/O, like queue counts). `ctl status` shows them and /metrics exports
+each numeric field as a gauge `asyncsup_<kind>_<field>{<kind>="<name>"}`, unless `export=False`:
+a part whose numbers are counters writes its own families with `add_metrics(writer)`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -27,35 +30,48 @@ from .address import server_socket
 from .commands import Commands
 from .http import HttpServer, Response, Route
 from .lag import LoopLag
-from .metrics import CONTENT_TYPE, Snapshot, render
+from .metrics import CONTENT_TYPE, Exposition, Snapshot, render
 from .server import ControlServer
 from .status import process_status
 
+if TYPE_CHECKING:
+    from .reload import Reloader
+
 log = logging.getLogger("asyncsup.control")
 
-StatisticsProvider = Callable[[], Mapping[str, object]]
+StatisticsProvider = Callable[[], Mapping[str, object] | Awaitable[Mapping[str, object]]]
+MetricsWriter = Callable[[Exposition], None]
 
 
 class ControlPlane:
-    def __init__(self, config: Config, supervisor: Supervisor, shutdown: Shutdown) -> None:
+    def __init__(
+        self, config: Config, supervisor: Supervisor, shutdown: Shutdown, *, reloader: Reloader | None = None
+    ) -> None:
         self.config = config
         self.supervisor = supervisor
         self.shutdown = shutdown
+        self.reloader = reloader  # reread, update and stop-workers; None: those commands are refused
         self.lag = LoopLag()
         self.socket_path, explicit = server_socket(config)
         self.server = ControlServer(self.socket_path, Commands(self), explicit=explicit)
         listen = config.http.listen
         self.http = HttpServer(listen, self._routes()) if listen is not None else None
-        self._providers: list[tuple[str, StatisticsProvider]] = []
+        self._providers: list[tuple[str, StatisticsProvider, bool]] = []
+        self._writers: list[MetricsWriter] = []
 
     def __repr__(self) -> str:
         listen = self.config.http.listen
         http = f"http on {listen[0]}:{listen[1]}" if listen else "no http"
         return f"<ControlPlane socket {self.socket_path}, {http}, {self.lag}>"
 
-    def add_statistics(self, kind: str, provider: StatisticsProvider) -> None:
-        """Show `provider()` ({name: statistics dataclass}) in `ctl status` and /metrics as `kind`."""
-        self._providers.append((kind, provider))
+    def add_statistics(self, kind: str, provider: StatisticsProvider, *, export: bool = True) -> None:
+        """Show `provider()` ({name: statistics dataclass}) in `ctl status`, and in /metrics as `kind`
+        gauges unless `export` is False."""
+        self._providers.append((kind, provider, export))
+
+    def add_metrics(self, writer: MetricsWriter) -> None:
+        """`writer(exposition)` adds its own metric families to /metrics (counters, labels of its own)."""
+        self._writers.append(writer)
 
     @contextlib.asynccontextmanager
     async def listening(self) -> AsyncIterator[None]:
@@ -90,14 +106,19 @@ class ControlPlane:
                         return False, f"critical process {child.name} is {child.state}"
         return True, "ready"
 
-    def statistics(self) -> dict[str, dict[str, Any]]:
+    async def statistics(self) -> dict[str, dict[str, Any]]:
         """{kind: {name: {field: value}}} from every registered provider, as JSON-able values."""
-        return {kind: {n: _plain(s) for n, s in by_name.items()} for kind, by_name in self._gather().items()}
+        gathered = await self._gather(exported_only=False)
+        return {kind: {n: _plain(s) for n, s in by_name.items()} for kind, by_name in gathered.items()}
 
-    def _gather(self) -> dict[str, dict[str, object]]:
+    async def _gather(self, *, exported_only: bool) -> dict[str, dict[str, object]]:
         result: dict[str, dict[str, object]] = {}
-        for kind, provider in self._providers:
-            result.setdefault(kind, {}).update(provider())
+        for kind, provider, export in self._providers:
+            if export or not exported_only:
+                found = provider()
+                if inspect.isawaitable(found):
+                    found = await found
+                result.setdefault(kind, {}).update(found)
         return result
 
     # -- HTTP ----------------------------------------------------------------------------------------
@@ -117,8 +138,14 @@ class ControlPlane:
         processes = await process_status(
             child for runner in self.supervisor.programs.values() for child in runner.children
         )
-        snapshot = Snapshot(processes, self.lag.statistics(), ready, self.shutdown.requested, self._gather())
-        return Response(200, render(snapshot), CONTENT_TYPE)
+        statistics = await self._gather(exported_only=True)
+        snapshot = Snapshot(processes, self.lag.statistics(), ready, self.shutdown.requested, statistics)
+        extra = Exposition()
+        for writer in self._writers:
+            writer(extra)
+        more = extra.text()
+        text = render(snapshot) + (more if more.strip() else "")
+        return Response(200, text, CONTENT_TYPE)
 
 
 def _plain(stats: object) -> Any:

@@ -42,6 +42,7 @@ class LineSink:
         self._cond = threading.Condition()
         self._closed = False
         self._on_space: list[Callable[[], None]] = []
+        self._calls: list[Callable[[], None]] = []  # run by the writer thread, between two writes
         self._thread = threading.Thread(target=self._run, name=f"asyncsup-sink-{name}", daemon=True)
         self._thread.start()
 
@@ -64,6 +65,13 @@ class LineSink:
             else:
                 self._on_space.append(callback)
 
+    def call_in_writer(self, call: Callable[[], None]) -> None:
+        """Run `call` on the writer thread once what is queued now is written (a log reopen: the
+        writer may be in the middle of a write to the file, so only it may swap the file)."""
+        with self._cond:
+            self._calls.append(call)
+            self._cond.notify()
+
     def close(self, timeout: float = 5.0) -> None:
         """Write what is pending (bounded by timeout) and stop the thread."""
         with self._cond:
@@ -74,13 +82,18 @@ class LineSink:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._buffer and not self._closed:
+                while not self._buffer and not self._calls and not self._closed:
                     self._cond.wait()
-                if not self._buffer:
+                if not self._buffer and not self._calls:
                     return
                 data, self._buffer = bytes(self._buffer), bytearray()
+                calls, self._calls = self._calls, []
             with contextlib.suppress(OSError):  # a closed stdout must not kill the supervisor
-                self._write(data)
+                if data:
+                    self._write(data)
+            for call in calls:  # after the lines queued before it: those belong to the old file
+                with contextlib.suppress(OSError):
+                    call()
             self._call_space_waiters()
 
     def _call_space_waiters(self) -> None:
@@ -142,9 +155,13 @@ class RotatingFile:
         return data[:cut], data[cut:]
 
     def reopen(self) -> None:
-        """For logrotate (SIGUSR1): start writing to a fresh file at the same path."""
-        self._file.close()
-        self._file = open(self.path, "ab")  # noqa: SIM115
+        """For logrotate (SIGUSR1): start writing to a fresh file at the same path. Call it on the
+        sink's writer thread (LineSink.call_in_writer). The new file is opened before the old one
+        is closed: when it cannot be opened, writing goes on to the old one."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = open(self.path, "ab")  # noqa: SIM115
+        old, self._file = self._file, fresh
+        old.close()
         self._size = self._file.tell()
 
     def _rotate(self) -> None:

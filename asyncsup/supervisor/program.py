@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 
 import anyio
+from anyio.abc import TaskGroup
 
 from ..config import Program
 from .child import Child
@@ -22,13 +23,13 @@ class ProgramRunner:
     def __init__(self, program: Program, runtime: Runtime) -> None:
         self.program = program
         self.runtime = runtime
-        nums = range(program.numprocs_start, program.numprocs_start + program.numprocs)
-        self.children = [
-            Child(program, num, name, runtime, self._on_change)
-            for num, name in zip(nums, program.process_names(), strict=True)
-        ]
+        self.children = [Child(program, num, name, runtime, self._on_change) for num, name in copies(program)]
         self._running = asyncio.Event()  # every copy reached RUNNING once: dependents may start
         self.stopped = asyncio.Event()  # stopped for good at shutdown: what it depends on may stop
+        # A reload adds and retires copies while the program runs: each copy's task has its own scope.
+        self._tg: TaskGroup | None = None
+        self._scopes: dict[Child, anyio.CancelScope] = {}
+        self._launched = asyncio.Event()
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}
@@ -44,11 +45,40 @@ class ProgramRunner:
     async def run(self, dependencies: Sequence[ProgramRunner]) -> None:
         """Run the children's state machines; start them once the dependencies are RUNNING."""
         async with anyio.create_task_group() as tg:
+            self._tg = tg
             for child in self.children:
-                tg.start_soon(child.run, name=f"child {child.name}")
+                self._launch(child)
+            self._launched.set()
             if self.program.autostart:
                 await self._wait_for(dependencies)
                 self.start()
+
+    def _launch(self, child: Child) -> None:
+        assert self._tg is not None
+        scope = self._scopes[child] = anyio.CancelScope()
+        self._tg.start_soon(self._run_child, child, scope, name=f"child {child.name}")
+
+    async def _run_child(self, child: Child, scope: anyio.CancelScope) -> None:
+        with scope:
+            await child.run()
+
+    async def add_copy(self, program: Program, num: int, name: str) -> Child:
+        """A new copy (reload: numprocs grew, or a copy replaced), its state machine running, not started."""
+        await self._launched.wait()
+        child = Child(program, num, name, self.runtime, self._on_change)
+        self.children.append(child)
+        self.children.sort(key=lambda c: c.num)
+        self._launch(child)
+        return child
+
+    async def retire_copy(self, child: Child) -> None:
+        """Stop one copy, wait until it is settled, and forget it (reload: removed or replaced)."""
+        await self._launched.wait()
+        child.stop()
+        await child.wait_settled()
+        self._scopes.pop(child).cancel()
+        child.close_relays()
+        self.children.remove(child)
 
     async def _wait_for(self, dependencies: Sequence[ProgramRunner]) -> None:
         for dep in dependencies:
@@ -92,3 +122,9 @@ class ProgramRunner:
             code = 1
         log.error("%s is critical and went %s (%s): stopping everything", child.name, state, status)
         shutdown.request(f"critical program {child.name} {state}", exit_code=code)
+
+
+def copies(program: Program) -> list[tuple[int, str]]:
+    """(process_num, process name) of each copy of a program."""
+    nums = range(program.numprocs_start, program.numprocs_start + program.numprocs)
+    return list(zip(nums, program.process_names(), strict=True))

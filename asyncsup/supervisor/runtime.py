@@ -59,6 +59,12 @@ class Runtime:
             self._files[output.file] = (LineSink(str(output.file), target.write), target)
         return self._files[output.file][0]
 
+    def reopen_logs(self) -> int:
+        """Reopen every log file (SIGUSR1, after logrotate renamed them); returns how many."""
+        for sink, target in self._files.values():
+            sink.call_in_writer(target.reopen)
+        return len(self._files)
+
     def close(self) -> None:
         for sink, target in self._files.values():
             sink.close()

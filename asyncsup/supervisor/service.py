@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 
 import anyio
+from anyio.abc import TaskGroup
 
 from .._aio import race
 from ..config import Program
@@ -24,6 +25,9 @@ class Supervisor:
         self.runtime = runtime
         ordered = sorted(programs.values(), key=lambda p: (p.priority, p.name))
         self.programs = {p.name: ProgramRunner(p, runtime) for p in ordered}
+        self._tg: TaskGroup | None = None
+        self._scopes: dict[str, anyio.CancelScope] = {}  # one per program: a reload removes programs
+        self._running = anyio.Event()
 
     def __repr__(self) -> str:
         return f"<Supervisor {len(self.programs)} programs: {list(self.programs.values())}>"
@@ -32,14 +36,46 @@ class Supervisor:
         """Run until shutdown is requested, then stop everything in dependency order."""
         shutdown = self.runtime.shutdown
         async with anyio.create_task_group() as tg:
+            self._tg = tg
             for runner in self.programs.values():
-                deps = [self.programs[d] for d in runner.program.depends_on]
-                tg.start_soon(runner.run, deps, name=f"program {runner.name}")
+                self._launch(runner)
+            self._running.set()
             await shutdown.wait_requested()
             await race(self._stop_all, self._forced_then_grace)
             tg.cancel_scope.cancel()
         for runner in self.programs.values():
             runner.close()
+
+    def _launch(self, runner: ProgramRunner) -> None:
+        assert self._tg is not None
+        deps = [self.programs[d] for d in runner.program.depends_on]
+        scope = self._scopes[runner.name] = anyio.CancelScope()
+        self._tg.start_soon(self._run_program, runner, deps, scope, name=f"program {runner.name}")
+
+    async def _run_program(
+        self, runner: ProgramRunner, deps: list[ProgramRunner], scope: anyio.CancelScope
+    ) -> None:
+        with scope:
+            await runner.run(deps)
+
+    async def add(self, program: Program) -> ProgramRunner:
+        """Run a new program (reload): started after its dependencies, if autostart."""
+        await self._running.wait()
+        runner = ProgramRunner(program, self.runtime)
+        self.programs[program.name] = runner
+        ordered = sorted(self.programs.values(), key=lambda r: (r.program.priority, r.name))
+        self.programs = {r.name: r for r in ordered}
+        self._launch(runner)
+        return runner
+
+    async def remove(self, name: str) -> None:
+        """Stop every copy of a program and forget it (reload). It shows as STOPPING meanwhile."""
+        await self._running.wait()
+        runner = self.programs[name]
+        await runner.stop()
+        self._scopes.pop(name).cancel()
+        runner.close()
+        del self.programs[name]
 
     async def _forced_then_grace(self) -> None:
         await self.runtime.shutdown.wait_forced()
