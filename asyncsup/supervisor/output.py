@@ -42,7 +42,8 @@ class LineSink:
         self._cond = threading.Condition()
         self._closed = False
         self._on_space: list[Callable[[], None]] = []
-        self._calls: list[Callable[[], None]] = []  # run by the writer thread, between two writes
+        # Run by the writer thread, each at its place in the stream: (bytes of the buffer before it, call).
+        self._calls: list[tuple[int, Callable[[], None]]] = []
         self._thread = threading.Thread(target=self._run, name=f"asyncsup-sink-{name}", daemon=True)
         self._thread.start()
 
@@ -69,7 +70,7 @@ class LineSink:
         """Run `call` on the writer thread once what is queued now is written (a log reopen: the
         writer may be in the middle of a write to the file, so only it may swap the file)."""
         with self._cond:
-            self._calls.append(call)
+            self._calls.append((len(self._buffer), call))
             self._cond.notify()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -88,13 +89,19 @@ class LineSink:
                     return
                 data, self._buffer = bytes(self._buffer), bytearray()
                 calls, self._calls = self._calls, []
-            with contextlib.suppress(OSError):  # a closed stdout must not kill the supervisor
-                if data:
-                    self._write(data)
-            for call in calls:  # after the lines queued before it: those belong to the old file
+            done = 0
+            for at, call in calls:  # lines queued before a reopen go to the old file, later ones not
+                self._write_quietly(data[done:at])
+                done = at
                 with contextlib.suppress(OSError):
                     call()
+            self._write_quietly(data[done:])
             self._call_space_waiters()
+
+    def _write_quietly(self, data: bytes) -> None:
+        if data:
+            with contextlib.suppress(OSError):  # a closed stdout must not kill the supervisor
+                self._write(data)
 
     def _call_space_waiters(self) -> None:
         with self._cond:

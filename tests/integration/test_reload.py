@@ -159,3 +159,34 @@ def test_sighup_updates_and_numprocs_only_adds_or_removes_copies(supervise: Harn
     now = status(config)
     assert list(now) == ["web:0"] and now["web:0"]["pid"] == pids["web:0"]
     assert run.stop() == 0
+
+
+def test_sigusr1_reopens_log_files_after_a_rename(supervise: Harness, tmp_path: Path) -> None:
+    """logrotate's way: 1. rename web.log to web.log.1; the next line still goes to the renamed file
+    (asyncsup holds it open). 2. SIGUSR1 to asyncsup. 3. The next line goes to a new web.log."""
+    log_file = tmp_path / "web.log"
+    script = "trap 'echo line $n; n=$((n+1))' USR1; n=1; echo up; while :; do sleep 1000 & wait $!; done"
+    config = (
+        f'[programs.web]\ncommand = {json.dumps(["sh", "-c", script])}\nstartsecs = 0\n'
+        f"stdout = {{ file = {json.dumps(str(log_file))} }}\n"
+    )
+    run, config_path = start(supervise, config, "web")
+
+    def has(path: Path, text: str) -> bool:
+        return path.exists() and text in path.read_text()
+
+    supervise.wait_until(lambda: has(log_file, "web | up\n"), "web.log gets the first line")
+    log_file.rename(tmp_path / "web.log.1")
+    assert ctl(config_path, "signal", "USR1", "web").returncode == 0
+    rotated = tmp_path / "web.log.1"
+    supervise.wait_until(lambda: has(rotated, "web | line 1\n"), "the renamed file gets line 1")
+    assert not log_file.exists()
+
+    run.signal(signal.SIGUSR1)
+    run.wait_line(r"SIGUSR1 received: relayed to 0 program\(s\); reopening log files", "stderr")
+    run.wait_line(r"INFO asyncsup\.reload: reopening 1 log file\(s\)", "stderr")
+    assert ctl(config_path, "signal", "USR1", "web").returncode == 0
+    supervise.wait_until(lambda: has(log_file, "web | line 2\n"), "a fresh web.log gets line 2")
+    assert log_file.read_text() == "web | line 2\n"
+    assert rotated.read_text() == "web | up\nweb | line 1\n"
+    assert run.stop() == 0
