@@ -19,6 +19,7 @@ re-imported: a deploy that changes dependencies needs a new process (processes =
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import logging
@@ -34,7 +35,7 @@ from anyio.abc import TaskGroup
 
 from asyncsup._aio import race
 from asyncsup.config import Config, Consumer
-from asyncsup.errors import AsyncsupError
+from asyncsup.errors import AsyncsupError, ConfigError
 from asyncsup.lifecycle import Shutdown
 from asyncsup.supervisor.reload import changed_keys
 
@@ -147,7 +148,7 @@ class InlineConsumers:
         The new code is imported first, for all of them: if it fails, nothing is restarted."""
         slots = list(self.slots.values())
         with _fresh_app_modules(self.config):
-            registries = [_build(self.config, s.consumer) for s in slots]
+            registries = [_build_new(self.config, s.consumer) for s in slots]
         done: list[str] = []
 
         async def one(slot: _Slot, registry: HandlerRegistry) -> None:
@@ -302,7 +303,21 @@ def _build(config: Config, consumer: Consumer, *, fresh: bool = False) -> Handle
     if not fresh:
         return build_registry(config, consumer)
     with _fresh_app_modules(config):
+        return _build_new(config, consumer)
+
+
+def _build_new(config: Config, consumer: Consumer) -> HandlerRegistry:
+    """Like _build, and any error of the new code (a SyntaxError, a NameError at import) is a
+    ConfigError: a deploy that does not import is refused and the old code runs on."""
+    from asyncsup.consumer.wiring import build_registry
+
+    try:
         return build_registry(config, consumer)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        where = f"consumers.{consumer.name}.handlers"
+        raise ConfigError(str(config.file), where, f"the handler code failed to import: {exc!r}") from exc
 
 
 class _fresh_app_modules:  # a context manager: named like one
@@ -319,6 +334,12 @@ class _fresh_app_modules:  # a context manager: named like one
         for name, module in list(sys.modules.items()):
             if _is_app_module(module, folders):
                 self.saved[name] = sys.modules.pop(name)
+                # A .pyc is trusted when the source has the same size and mtime in whole seconds:
+                # a quick edit (VERSION = 1 -> 2) would run the old bytecode.
+                cached = getattr(module, "__cached__", None)
+                if isinstance(cached, str):
+                    with contextlib.suppress(OSError):
+                        os.unlink(cached)
 
     def __exit__(self, kind: object, exc: object, tb: object) -> None:
         if exc is not None:
@@ -357,4 +378,3 @@ def _log_restart(consumer: Consumer, reason: str) -> None:
         )  # fmt: skip
     else:
         log.info("consumer %s: %s; restarting it in-process", consumer.name, reason)
-

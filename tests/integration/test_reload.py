@@ -167,7 +167,7 @@ def test_sigusr1_reopens_log_files_after_a_rename(supervise: Harness, tmp_path: 
     log_file = tmp_path / "web.log"
     script = "trap 'echo line $n; n=$((n+1))' USR1; n=1; echo up; while :; do sleep 1000 & wait $!; done"
     config = (
-        f'[programs.web]\ncommand = {json.dumps(["sh", "-c", script])}\nstartsecs = 0\n'
+        f"[programs.web]\ncommand = {json.dumps(['sh', '-c', script])}\nstartsecs = 0\n"
         f"stdout = {{ file = {json.dumps(str(log_file))} }}\n"
     )
     run, config_path = start(supervise, config, "web")
