@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,9 +95,9 @@ def write_handlers(folder: Path, version: int) -> None:
     )
 
 
-def start(supervise: Harness) -> tuple[Asyncsup, Path]:
+def start(supervise: Harness, extra: str = "") -> tuple[Asyncsup, Path]:
     write_handlers(supervise.tmp_path, 1)
-    run = supervise(CONFIG)
+    run = supervise(CONFIG + extra)
     for name in ("deployed:0", "deployed:1", "other"):
         run.wait_line(rf"{re.escape(name)}: STARTING -> RUNNING", "stderr")
     run.wait_line(r"consumer main: consuming jobs", "stderr")
@@ -171,3 +172,41 @@ def test_sigusr2_is_stop_workers_and_a_broken_handler_keeps_the_old_code(supervi
     rows = handled(supervise.tmp_path)
     assert [n for n, _ in rows] == list(range(TOTAL + 1))
     assert run.stop() == 0
+
+
+def test_consumer_statistics_in_status_and_metrics(supervise: Harness) -> None:
+    """After 24 messages: `ctl status` has a consumers section (handled, failed, retried, in-flight)
+    and queue depths; /metrics has them as counters and gauges with consumer/queue labels."""
+    run, config = start(supervise, '[http]\nlisten = "127.0.0.1:0"\n')
+    port = int(run.wait_line(r"http: serving .* on http://127\.0\.0\.1:(\d+)", "stderr")[1])
+    run.wait_line(r"^v1 done \d+$", "stdout", count=TOTAL)
+    supervise.wait_until(lambda: status_of(config)["consumer"]["main"]["handled"] == TOTAL, "acks flushed")
+    stats = status_of(config)
+    assert stats["consumer"]["main"] == {
+        "handled": TOTAL,
+        "failed": 0,
+        "retried": 0,
+        "released": 0,
+        "in_flight": 0,
+        "restarts": 0,
+    }
+    assert stats["queue"]["jobs"] == {"ready": 0, "in_flight": 0, "delayed": 0}
+    text = asyncsup("ctl", "-c", str(config), "status").stdout.splitlines()
+    assert f"consumer main: handled {TOTAL}, failed 0, retried 0, released 0, in_flight 0, restarts 0" in text
+    assert "queue jobs: ready 0, in_flight 0, delayed 0" in text
+
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=WAIT).read().decode()
+    lines = metrics.splitlines()
+    assert "# TYPE asyncsup_consumer_messages_handled_total counter" in lines
+    assert f'asyncsup_consumer_messages_handled_total{{consumer="main"}} {TOTAL}' in lines
+    assert 'asyncsup_consumer_messages_failed_total{consumer="main"} 0' in lines
+    assert 'asyncsup_consumer_in_flight{consumer="main"} 0' in lines
+    assert 'asyncsup_queue_ready{queue="jobs"} 0' in lines
+    assert "" not in lines
+    assert run.stop() == 0
+
+
+def status_of(config: Path) -> dict[str, Any]:
+    result = asyncsup("ctl", "-c", str(config), "--json", "status")
+    statistics: dict[str, Any] = json.loads(result.stdout)["statistics"]
+    return statistics
