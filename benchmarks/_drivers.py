@@ -8,6 +8,7 @@ stdout (the container setup) or to a rotating file. Only the config syntax diffe
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -43,6 +44,9 @@ class Driver:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+    env: dict[str, str] = {}  # noqa: RUF012 (replaced, never mutated)
+    source = ""  # what exactly runs, for the report
 
     def prepare(self, say: Say) -> None:
         """Install what is missing (first run only)."""
@@ -172,12 +176,20 @@ class Asyncsup(Driver):
     extra_args: tuple[str, ...] = ()
     wrapper: tuple[str, ...] = ()
 
+    use_worktree = False  # set by --asyncsup worktree
+
     def prepare(self, say: Say) -> None:
         venv_python = REPO / ".venv" / "bin" / "python"
         self.python = venv_python if venv_python.exists() else Path(sys.executable)
+        if self.use_worktree:
+            tree, self.source = REPO, "the working tree"
+        else:
+            tree, self.source = _snapshot_head(say)
+            # Before the venv's editable install on sys.path: the snapshot is what runs.
+            self.env = {"PYTHONPATH": str(tree)}
         # An installed package has its bytecode compiled (as pip did for the other two); a
         # working tree being edited does not, and compiling on import cost ~0.1 s of cold start.
-        compile_all = [str(self.python), "-m", "compileall", "-q", str(REPO / "asyncsup")]
+        compile_all = [str(self.python), "-m", "compileall", "-q", str(tree / "asyncsup")]
         subprocess.run(compile_all, check=True, stdout=subprocess.DEVNULL, timeout=300)
 
     def launch_argv(self, workdir: Path, programs: list[ProgramSpec]) -> list[str]:
@@ -227,6 +239,31 @@ class AsyncsupPid1(Asyncsup):
         # unshare only waits; `docker stop` signals the namespace's PID 1, the shim.
         kids = _procfs.children(launched)
         return kids[0] if kids else launched
+
+
+def _snapshot_head(say: Say) -> tuple[Path, str]:
+    """asyncsup/ as committed at HEAD, copied into the cache once per commit.
+
+    Others edit the working tree while a run goes on (a half-saved file once failed a third
+    of the asyncsup runs); a snapshot makes every run of one report measure the same code.
+    """
+    git = ["git", "-C", str(REPO)]
+    sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    commit = sha.stdout.strip()
+    dest = CACHE / f"asyncsup-{commit[:12]}"
+    if not dest.exists():
+        say(f"snapshot of asyncsup/ at {commit[:12]} into {dest}")
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        archive = subprocess.run(
+            [*git, "archive", "--format=tar", commit, "asyncsup"], capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
+        tmp.rename(dest)
+        for old in sorted(CACHE.glob("asyncsup-*"), key=lambda p: p.stat().st_mtime)[:-3]:
+            shutil.rmtree(old, ignore_errors=True)  # keep the last three snapshots
+    return dest, f"commit {commit[:12]}"
 
 
 def _toml_str(text: str) -> str:

@@ -157,9 +157,7 @@ def document(table_md: str, meta: dict[str, object], errors: dict[str, list[str]
         f"# Supervisor benchmark, {meta['date']}",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores (shared, noisy), Linux {info['kernel']}, "
-        f"Python {info['python']}; asyncsup at commit {info['asyncsup_commit']}"
-        + (" (with uncommitted changes in asyncsup/)" if info["asyncsup_tree_dirty"] else "")
-        + ".",
+        f"Python {info['python']}; asyncsup: {_source(meta, info)}.",
         f"Median of {meta['runs']} run(s); each run measures every supervisor in turn. "
         "Ratios are row value / column value, computed on the medians "
         "(for times and CPU lower is better, for MB/s higher is better).",
@@ -169,8 +167,26 @@ def document(table_md: str, meta: dict[str, object], errors: dict[str, list[str]
     ]
     for name, errs in errors.items():
         for err in errs:
-            lines.append(f"- {name} error: {err.splitlines()[0] if err else ''}")
+            lines.append(f"- {name} error: {_summary(err)}")
     return "\n".join(lines) + "\n"
+
+
+def _source(meta: dict[str, object], info: dict[str, object]) -> str:
+    sources = meta.get("sources") or {}
+    assert isinstance(sources, dict)
+    source = sources.get("asyncsup", "the working tree")
+    if source != "the working tree":
+        return f"{source} (a snapshot of asyncsup/ at that commit)"
+    dirty = " (with uncommitted changes in asyncsup/)" if info["asyncsup_tree_dirty"] else ""
+    return f"the working tree at commit {info['asyncsup_commit']}{dirty}"
+
+
+def _summary(error: str) -> str:
+    """First line and, for a crash, the last line of the supervisor's output (the exception)."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    if len(lines) > 1:
+        return f"{lines[0]} ... {lines[-1]}"
+    return lines[0] if lines else ""
 
 
 def save(outdir: Path, stem: str, markdown: str, data: dict[str, object]) -> list[Path]:

@@ -142,6 +142,7 @@ class Session:
         try:
             self.proc = subprocess.Popen(
                 argv,
+                env={**os.environ, **self.driver.env},
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=self._out,

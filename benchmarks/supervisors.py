@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _measures
 import _report
-from _drivers import DEFAULT, DRIVERS, Driver
+from _drivers import DEFAULT, DRIVERS, Asyncsup, Driver
 from _procfs import BenchTimeout
 from _session import become_subreaper, kill_everything_we_started
 
@@ -50,6 +50,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=f"comma list of {', '.join(DRIVERS)} (default: {', '.join(DEFAULT)})",
     )
     p.add_argument("--measures", default=",".join(MEASURES), help="comma list of " + str(MEASURES))
+    p.add_argument(
+        "--asyncsup",
+        choices=("head", "worktree"),
+        default="head",
+        help="run asyncsup/ as committed at HEAD (a snapshot, default) or the working tree",
+    )
     p.add_argument("--runs", type=int, help="runs per measure (default 3, 1 with --quick)")
     p.add_argument("--relay-mb", type=int, default=200, help="MB written by the relay child")
     p.add_argument("--seed", type=int, default=1, help="seed for kill victims and pauses")
@@ -154,6 +160,8 @@ def main(argv: list[str]) -> int:
     setup()
     drivers = [DRIVERS[n]() for n in args.only]
     for d in drivers:
+        if isinstance(d, Asyncsup):
+            d.use_worktree = args.asyncsup == "worktree"
         d.prepare(say)
     started = time.perf_counter()
     try:
@@ -176,6 +184,7 @@ def main(argv: list[str]) -> int:
             "runs": args.runs,
             "quick": args.quick,
             "machine": _report.machine(),
+            "sources": {d.name: d.source for d in drivers if d.source},
         }
         md = _report.document(table, meta, extra["errors"])  # type: ignore[arg-type]
         data = {**meta, "medians_from": results, **extra}
