@@ -1,6 +1,6 @@
 """The Redis transport against the raw redis-py ceiling, and its idle pick-up latency.
 
-    python benchmarks/redis.py [--messages 20000] [--rounds 5] [--batch 500] [--url redis://...]
+    python benchmarks/redis_transport.py [--messages 20000] [--rounds 5] [--batch 500] [--url redis://...]
 
 Each round, in one process and on the same Redis (so the ratios hold on a noisy machine), with a
 no-op "handler" (nothing is done per message but the transport's own work):
@@ -30,10 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-HERE = Path(__file__).resolve().parent
-# Run as a script, this file's folder comes first on sys.path and this file would shadow redis-py.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-sys.path.insert(0, str(HERE.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: asyncsup comes from this checkout
 
 import redis  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
