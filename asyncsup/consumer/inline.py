@@ -123,6 +123,10 @@ class InlineConsumers:
 
     # -- changes (reload, deploy) ------------------------------------------------------------------
 
+    def check(self, config: Config, consumer: Consumer) -> None:
+        """ConfigError if the consumer's handler modules do not import (before a reload applies)."""
+        _build(config, consumer)
+
     async def add(self, config: Config, consumer: Consumer) -> None:
         await self._running.wait()
         registry = _build(config, consumer)

@@ -71,7 +71,7 @@ class Intent:
 
 class Reloader:
     def __init__(
-        self, config: Config, supervisor: Supervisor, consumers: Consumers | None, runtime: Runtime
+        self, config: Config, supervisor: Supervisor, consumers: Consumers, runtime: Runtime
     ) -> None:
         self.config = config
         self.started_with = config  # what the restart-only settings really are
@@ -116,8 +116,7 @@ class Reloader:
         try:
             new = load_config(self.config.file)
         except ConfigError as exc:
-            log.error("reload refused, nothing changed: %s", exc)
-            raise ControlError(f"the config has an error, nothing changed: {exc}", BAD_CONFIG) from None
+            raise _refused(exc) from None
         return new, self._diff(new)
 
     async def reread(self) -> list[Change]:
@@ -128,13 +127,23 @@ class Reloader:
         async with self._lock:
             self._refuse_when_shutting_down()
             new, changes = self.read()
+            self._check_handlers(new, changes)
             if not changes:
                 log.info("reload: no changes in %s", new.file)
             done = [(change, await self._apply(change, new)) for change in _in_order(changes)]
             self.config = new
-            if self.consumers is not None:
-                self.consumers.config = new
+            self.consumers.config = new
             return done
+
+    def _check_handlers(self, new: Config, changes: list[Change]) -> None:
+        """Import the handlers of added and changed consumers before changing anything: a module
+        that does not import refuses the whole reload, rather than leave it half applied."""
+        for change in changes:
+            if change.kind == "consumer" and change.what in ("added", "changed"):
+                try:
+                    self.consumers.check(new, new.consumers[change.name])
+                except ConfigError as exc:
+                    raise _refused(exc) from None
 
     def _diff(self, new: Config) -> list[Change]:
         programs = diff_programs(_programs(self.config), _programs(new))
@@ -164,6 +173,8 @@ class Reloader:
         return changes
 
     async def _apply(self, change: Change, new: Config) -> list[str]:
+        if self.shutdown.requested:  # the supervisor and the consumers no longer take new work
+            return ["skipped: asyncsup is shutting down"]
         log.info("reload: %s", change)
         if change.kind == "program":
             return await self._apply_program(change, new)
@@ -185,8 +196,6 @@ class Reloader:
         return await roll(self.supervisor.programs[change.name], program, self.shutdown)
 
     async def _apply_consumer(self, change: Change, new: Config) -> list[str]:
-        if self.consumers is None:
-            return ["asyncsup started without inline consumers: restart it to run them"]
         if change.what == "removed":
             await self.consumers.remove(change.name)
             return ["drained and stopped"]
@@ -204,7 +213,7 @@ class Reloader:
             self._refuse_when_shutting_down()
             log.info("stop-workers: restarting inline consumers and restart_on_deploy programs")
             try:
-                done = await self.consumers.restart_all() if self.consumers is not None else []
+                done = await self.consumers.restart_all()
             except ConfigError as exc:
                 log.error("stop-workers refused, nothing restarted: %s", exc)
                 raise ControlError(f"the new handler code does not import: {exc}", BAD_CONFIG) from None
@@ -226,6 +235,7 @@ class Consumers(Protocol):
 
     config: Config
 
+    def check(self, config: Config, consumer: Consumer) -> None: ...
     async def add(self, config: Config, consumer: Consumer) -> None: ...
     async def remove(self, name: str) -> None: ...
     async def replace(self, config: Config, consumer: Consumer) -> str: ...
@@ -236,6 +246,11 @@ def _diff_consumers(old: Config, new: Config, *, inline: bool) -> ConsumerDiff:
     from ..consumer.inline import diff_consumers
 
     return diff_consumers(old, new, inline=inline)
+
+
+def _refused(exc: ConfigError) -> ControlError:
+    log.error("reload refused, nothing changed: %s", exc)
+    return ControlError(f"the config has an error, nothing changed: {exc}", BAD_CONFIG)
 
 
 def _programs(config: Config) -> dict[str, Program]:

@@ -210,3 +210,38 @@ def status_of(config: Path) -> dict[str, Any]:
     result = asyncsup("ctl", "-c", str(config), "--json", "status")
     statistics: dict[str, Any] = json.loads(result.stdout)["statistics"]
     return statistics
+
+
+def test_update_adds_changes_and_removes_inline_consumers(supervise: Harness) -> None:
+    """1. concurrency 4 -> 2 and a new consumer `extra`: main drains and restarts with 2 workers,
+    extra starts. 2. A consumer whose handlers do not import: refused, nothing changes. 3. extra
+    removed: it drains and stops; the messages are all handled once."""
+    run, config = start(supervise)
+    more = CONFIG.replace("[transports]\n", '[transports]\nmore = "sqlite:///queue.db?queue=more"\n')
+    changed = more.replace("concurrency = 4", "concurrency = 2")
+    config.write_text(
+        changed + '\n[consumers.extra]\ntransports = ["more"]\nhandlers = ["deploy_handlers"]\n'
+    )
+    update = asyncsup("ctl", "-c", str(config), "update")
+    assert update.returncode == 0, update
+    assert update.stdout.splitlines() == [
+        "consumer main: changed (concurrency): consumer main: drained and restarted",
+        "consumer extra: added: started",
+    ]
+    run.wait_line(r"consumer main: consuming jobs with 2 worker\(s\)", "stderr")
+    run.wait_line(r"consumer extra: consuming more with 16 worker\(s\)", "stderr")
+
+    config.write_text(
+        changed + '\n[consumers.broken]\ntransports = ["more"]\nhandlers = ["no_such_module"]\n'
+    )
+    refused = asyncsup("ctl", "-c", str(config), "update")
+    assert refused.returncode == 1 and "consumers.broken.handlers: cannot import" in refused.stderr
+    assert "extra" in status_of(config)["consumer"]  # nothing changed
+
+    config.write_text(changed)
+    update = asyncsup("ctl", "-c", str(config), "update")
+    assert update.stdout.splitlines() == ["consumer extra: removed: drained and stopped"], update
+    assert list(status_of(config)["consumer"]) == ["main"]
+    run.wait_line(r"^v1 done \d+$", "stdout", count=TOTAL)
+    assert [n for n, _ in handled(supervise.tmp_path)] == list(range(TOTAL))
+    assert run.stop() == 0
