@@ -34,7 +34,7 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 class LineSink:
     """Whole-line writes to one destination, done by one thread; safe to call from any thread."""
 
-    def __init__(self, name: str, write: Callable[[bytes], None], limit: int = 1024 * 1024) -> None:
+    def __init__(self, name: str, write: Callable[[bytearray], None], limit: int = 1024 * 1024) -> None:
         self.name = name
         self.limit = limit
         self._write = write
@@ -51,10 +51,12 @@ class LineSink:
         state = "closed" if self._closed else f"{len(self._buffer)} bytes pending"
         return f"<LineSink {self.name}: {state}>"
 
-    def write(self, data: bytes) -> bool:
-        """Queue whole lines; False means the buffer is over its limit (pause the producer)."""
+    def write(self, *parts: bytes | memoryview) -> bool:
+        """Queue whole lines (given in pieces, kept together); False means the buffer is over its
+        limit (pause the producer)."""
         with self._cond:
-            self._buffer += data
+            for part in parts:
+                self._buffer += part
             self._cond.notify()
             return len(self._buffer) < self.limit
 
@@ -87,7 +89,7 @@ class LineSink:
                     self._cond.wait()
                 if not self._buffer and not self._calls:
                     return
-                data, self._buffer = bytes(self._buffer), bytearray()
+                data, self._buffer = self._buffer, bytearray()  # a swap, not a copy
                 calls, self._calls = self._calls, []
             done = 0
             for at, call in calls:  # lines queued before a reopen go to the old file, later ones not
@@ -98,7 +100,7 @@ class LineSink:
             self._write_quietly(data[done:])
             self._call_space_waiters()
 
-    def _write_quietly(self, data: bytes) -> None:
+    def _write_quietly(self, data: bytearray) -> None:
         if data:
             with contextlib.suppress(OSError):  # a closed stdout must not kill the supervisor
                 self._write(data)
@@ -110,10 +112,10 @@ class LineSink:
             callback()
 
 
-def fd_writer(fd: int) -> Callable[[bytes], None]:
+def fd_writer(fd: int) -> Callable[[bytearray], None]:
     """A write function that writes everything to a (blocking) file descriptor."""
 
-    def write(data: bytes) -> None:
+    def write(data: bytearray) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
@@ -135,7 +137,7 @@ class RotatingFile:
     def __repr__(self) -> str:
         return f"<RotatingFile {self.path}: {self._size} bytes>"
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytearray) -> None:
         """Append whole lines, rotating between lines so that no file grows past max_bytes.
 
         The sink hands over everything pending at once (up to its 1 MiB limit), so one write can
@@ -150,11 +152,11 @@ class RotatingFile:
             self._size += len(head)
         self._file.flush()
 
-    def _fitting(self, data: bytes) -> tuple[bytes, bytes]:
+    def _fitting(self, data: bytearray) -> tuple[bytearray, bytearray]:
         """The leading whole lines of `data` that fit in the current file, and the rest. An empty
         file takes at least one line however long, so every write makes progress."""
         if not self.max_bytes or self._size + len(data) <= self.max_bytes:
-            return data, b""
+            return data, bytearray()
         room = self.max_bytes - self._size  # < 0 when we appended to a file already too big
         cut = data.rfind(b"\n", 0, room) + 1 if room > 0 else 0
         if cut == 0 and self._size == 0:
@@ -196,34 +198,61 @@ class Framer:
         self.stream = stream
         self.json_lines = json_lines
         self._prefix = f"{process} | ".encode()
+        self._newline_prefix = b"\n" + self._prefix
         self._partial = b""
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self._partial + chunk if self._partial else chunk
-        cut = data.rfind(b"\n") + 1
-        if cut == 0 and len(data) < MAX_LINE:
-            self._partial = data
-            return b""
-        if cut == 0:  # an endless line: cut it so memory stays bounded
-            data, cut = data + b"\n", len(data) + 1
-        self._partial = data[cut:]
-        return self._frame(data[:cut])
+        return b"".join(self.feed_parts(chunk))
+
+    def feed_parts(self, chunk: bytes) -> list[bytes | memoryview]:
+        """The complete lines of `chunk` (with what was pending), framed, as pieces to write in order.
+
+        Text framing is the hot path of the relay: one bytes.replace per chunk puts the prefix
+        after every newline, and the pieces are views, so a chunk is copied twice in all (the
+        replace, then the sink's buffer) instead of once per slice and concatenation.
+        """
+        if self.json_lines:
+            return self._json_parts(chunk)
+        cut = chunk.rfind(b"\n") + 1
+        if cut == 0:
+            return self._no_newline(chunk)
+        replaced = chunk.replace(b"\n", self._newline_prefix)
+        end = len(replaced) - (len(chunk) - cut) - len(self._prefix)  # up to the last newline
+        parts: list[bytes | memoryview] = [self._prefix, self._partial, memoryview(replaced)[:end]]
+        self._partial = chunk[cut:]
+        return parts
 
     def flush(self) -> bytes:
         """At EOF: the last line, even without its newline."""
         rest, self._partial = self._partial, b""
-        return self._frame(rest + b"\n") if rest else b""
+        if not rest:
+            return b""
+        return b"".join(self._json_parts(rest + b"\n") if self.json_lines else (self._prefix, rest, b"\n"))
 
-    def _frame(self, lines: bytes) -> bytes:
-        if not self.json_lines:
-            return self._prefix + lines[:-1].replace(b"\n", b"\n" + self._prefix) + b"\n"
+    def _no_newline(self, chunk: bytes) -> list[bytes | memoryview]:
+        data = self._partial + chunk
+        if len(data) < MAX_LINE:
+            self._partial = data
+            return []
+        self._partial = b""  # an endless line: cut it so memory stays bounded
+        return [self._prefix, data, b"\n"]
+
+    def _json_parts(self, chunk: bytes) -> list[bytes | memoryview]:
+        data = self._partial + chunk
+        cut = data.rfind(b"\n") + 1
+        if cut == 0 and len(data) < MAX_LINE:
+            self._partial = data
+            return []
+        if cut == 0:
+            data, cut = data + b"\n", len(data) + 1
+        self._partial = data[cut:]
         now = time.time()
         out = []
-        for line in lines[:-1].split(b"\n"):
+        for line in data[: cut - 1].split(b"\n"):
             record = {"ts": now, "process": self.process, "stream": self.stream}
             record["line"] = line.decode("utf-8", "replace")
             out.append(json.dumps(record, ensure_ascii=False))
-        return ("\n".join(out) + "\n").encode()
+        return [("\n".join(out) + "\n").encode()]
 
 
 class PipeRelay(asyncio.Protocol):
@@ -257,8 +286,7 @@ class PipeRelay(asyncio.Protocol):
             self._match_lines(data)
         if self.tail is not None:
             self.tail.feed(data)
-        framed = self.framer.feed(data)
-        if framed and self.sink is not None and not self.sink.write(framed):
+        if self.sink is not None and not self.sink.write(*self.framer.feed_parts(data)):
             self._pause()
 
     def eof_received(self) -> bool:

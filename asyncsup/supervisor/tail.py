@@ -61,10 +61,13 @@ class OutputTail:
 
     def feed(self, data: bytes) -> None:
         buffer = self._buffer
-        buffer += data
         self.total += len(data)
-        if len(buffer) > 2 * self.capacity:
-            del buffer[: len(buffer) - self.capacity]
+        if len(data) >= self.capacity:  # a big chunk: keep only its end, copy nothing else
+            buffer[:] = memoryview(data)[-self.capacity :]
+        else:
+            buffer += data
+            if len(buffer) > 2 * self.capacity:
+                del buffer[: len(buffer) - self.capacity]
         for follower in self._followers:
             follower.push(data)
 
