@@ -14,14 +14,17 @@ import json
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asyncsup.config import Config
-from asyncsup.consumer.envelope import Envelope, decode, encode
-from asyncsup.consumer.outcomes import UNDECODABLE, Source
-from asyncsup.consumer.wiring import as_config, opened, transport_url
 from asyncsup.errors import ConfigError, DecodeError
-from asyncsup.transports.base import Delivery, Transport
+
+# The consumer's machinery is imported when a command runs, not when `asyncsup run` builds its
+# argument parser: a supervisor with no consumer should not pay for it in memory and start-up.
+if TYPE_CHECKING:
+    from asyncsup.consumer.envelope import Envelope
+    from asyncsup.consumer.outcomes import Source
+    from asyncsup.transports.base import Delivery, Transport
 
 PAGE = 500
 FAILURE_HEADERS = ("error", "error_type", "traceback", "attempts", "origin", "failed_at")
@@ -43,6 +46,7 @@ def add_stats(parser: argparse.ArgumentParser) -> None:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from asyncsup.consumer.commands import run_async
+    from asyncsup.consumer.wiring import as_config
 
     config = as_config(args.config)
     names = args.transports or (sorted(config.transports) if config else [])
@@ -52,6 +56,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 async def _stats(config: Config | None, names: list[str], as_json: bool) -> int:
+    from asyncsup.consumer.wiring import opened
+
     failure_names = _failure_names(config)
     rows = []
     async with opened(config, names) as sources:
@@ -103,6 +109,7 @@ def add_failed(parser: argparse.ArgumentParser) -> None:
 
 def cmd_failed(args: argparse.Namespace) -> int:
     from asyncsup.consumer.commands import run_async
+    from asyncsup.consumer.wiring import as_config
 
     config = as_config(args.config)
     name = args.transport or _only_failure_transport(config)
@@ -120,6 +127,8 @@ def _only_failure_transport(config: Config | None) -> str:
 
 
 async def _failed(config: Config | None, name: str, args: argparse.Namespace) -> int:
+    from asyncsup.consumer.wiring import opened
+
     async with opened(config, [name]) as (source,):
         found = await _browse_all(source.transport)
         wanted = set(args.ids)
@@ -176,6 +185,8 @@ def _detail(delivery: Delivery) -> dict[str, Any]:
 
 
 async def _retry(config: Config | None, failures: Transport, found: list[Delivery]) -> None:
+    from asyncsup.consumer.wiring import opened, transport_url
+
     """Back to the origin transport with a fresh attempt count, then out of the failure queue."""
     by_origin: dict[str, list[tuple[Delivery, bytes]]] = defaultdict(list)
     for d in found:
@@ -193,6 +204,9 @@ async def _retry(config: Config | None, failures: Transport, found: list[Deliver
 
 
 def _fresh_bytes(env: Envelope) -> bytes:
+    from asyncsup.consumer.envelope import Envelope, encode
+    from asyncsup.consumer.outcomes import UNDECODABLE
+
     """The message as it was first sent: original bytes for undecodable ones, attempt 1 otherwise."""
     if env.type == UNDECODABLE:
         return base64.b64decode(env.headers.get("raw_base64", ""))
@@ -213,6 +227,8 @@ async def _browse_all(transport: Transport) -> list[Delivery]:
 
 
 def _envelope(delivery: Delivery) -> Envelope:
+    from asyncsup.consumer.envelope import Envelope, decode
+
     try:
         return decode(delivery.data)
     except DecodeError as exc:  # something else put bytes in the failure queue

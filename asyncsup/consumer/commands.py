@@ -20,11 +20,11 @@ import anyio
 
 from asyncsup.config import Config, Consumer
 from asyncsup.consumer import admin
-from asyncsup.consumer.send import Sender, message_bytes
-from asyncsup.consumer.wiring import as_config, build_registry, find_consumer, opened
-from asyncsup.consumer.worker import Worker
 from asyncsup.errors import ConfigError
 from asyncsup.lifecycle import Shutdown
+
+# The consumer's machinery (envelope, transports, worker) is imported when a command runs, not
+# when `asyncsup run` builds its parser: a supervisor without consumers should not pay for it.
 
 log = logging.getLogger("asyncsup.consumer")
 
@@ -64,12 +64,16 @@ def _add_send(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    from asyncsup.consumer.wiring import as_config
+
     setup_logging(args)
     config = as_config(args.config)
     return run_async(lambda: _send(config, args))
 
 
 async def _send(config: Config | None, args: argparse.Namespace) -> int:
+    from asyncsup.consumer.send import Sender, message_bytes
+
     bodies = _stdin_bodies() if args.body == "-" else iter([(1, args.body)])
     async with Sender(args.transport, config=config) as sender:
         ids = await sender.publish_raw(
@@ -119,6 +123,8 @@ def _add_consume(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
+    from asyncsup.consumer.wiring import as_config, build_registry
+
     config = as_config(args.config)
     setup_logging(args, config)
     consumer = consumer_from_args(config, args)
@@ -132,6 +138,8 @@ def consumer_from_args(config: Config | None, args: argparse.Namespace) -> Consu
     if args.consumer:
         if config is None:
             raise ConfigError("command line", "--consumer", "needs -c/--config FILE")
+        from asyncsup.consumer.wiring import find_consumer
+
         base = find_consumer(config, args.consumer)
     elif config is not None and not args.transports and len(config.consumers) == 1:
         base = next(iter(config.consumers.values()))  # the only one: no need to name it
@@ -165,6 +173,9 @@ def _matching_consumer(config: Config | None, transports: list[str]) -> Consumer
 
 
 async def _consume(config: Config | None, consumer: Consumer, registry: Any, drain: float) -> int:
+    from asyncsup.consumer.wiring import opened
+    from asyncsup.consumer.worker import Worker
+
     shutdown = Shutdown(drain)
     failure_names = [consumer.failure_transport] if consumer.failure_transport else []
     names = list(consumer.transports)
