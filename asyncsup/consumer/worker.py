@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import anyio.to_thread
@@ -56,6 +56,7 @@ class Worker:
         failure: Source | None = None,
         idle_wait: float = 0.5,
         ack_delay: float = 0.005,
+        stop_when: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         if not sources:
             raise ValueError("a consumer needs at least one transport")
@@ -70,6 +71,7 @@ class Worker:
         self._lease = consumer.lease
         self._idle_wait = idle_wait
         self._ack_delay = ack_delay
+        self._stop_when = stop_when  # returns why to stop (the fleet restart mark, restart_mark.py)
         self._settler = Settler(consumer, self._sources, failure)
         self._debug = log.isEnabledFor(logging.DEBUG)
         n = len(self._sources)
@@ -144,6 +146,8 @@ class Worker:
                 tg.start_soon(self._release_on_stop)
                 if self._limits.time:
                     tg.start_soon(self._time_limit)
+                if self._stop_when is not None:
+                    tg.start_soon(self._stop_on, self._stop_when)
                 await self._run_workers()
                 with self._workers_scope:  # cancelled too if the shutdown is forced meanwhile
                     await self._intake_done.wait()  # a receive in progress hands its batch back
@@ -344,6 +348,9 @@ class Worker:
     async def _time_limit(self) -> None:
         await anyio.sleep(self._limits.time)
         self.stop(f"time limit of {self._limits.time:g}s reached", limit=True)
+
+    async def _stop_on(self, stop_when: Callable[[], Awaitable[str]]) -> None:
+        self.stop(await stop_when())
 
     def _check_limits(self, *, memory: bool = False) -> None:
         rss = None
