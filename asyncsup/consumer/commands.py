@@ -1,4 +1,4 @@
-"""`asyncsup send`, `consume`, `stats` and `failed`: argparse wiring and the consume entry point.
+"""`asyncsup send`, `consume`, `stop-workers`, `stats` and `failed`: argparse wiring and entry points.
 
 Each command is `func(args) -> exit code`. `consume` is the process a supervisor runs N times
 (``processes = N``): it handles SIGTERM/SIGINT itself (drain; a second signal forces), and exits 0
@@ -32,12 +32,15 @@ SubParsers = Any  # argparse's _SubParsersAction is private
 
 
 def add_commands(subparsers: SubParsers, common: argparse.ArgumentParser | None = None) -> None:
-    """Add send, consume, stats and failed to the top-level `asyncsup` parser."""
+    """Add send, consume, stop-workers, stats and failed to the top-level `asyncsup` parser."""
     parents = [common] if common is not None else []
     _add_send(subparsers.add_parser("send", parents=parents, help="send messages to a transport"))
     _add_consume(
         subparsers.add_parser("consume", parents=parents, help="consume transports with Python handlers")
     )
+    _add_stop_workers(subparsers.add_parser(
+        "stop-workers", parents=parents, help="consumers of a Redis transport restart, on every machine"
+    ))  # fmt: skip
     admin.add_stats(subparsers.add_parser("stats", parents=parents, help="queue depths per transport"))
     admin.add_failed(
         subparsers.add_parser("failed", parents=parents, help="show, retry or remove failed messages")
@@ -173,6 +176,7 @@ def _matching_consumer(config: Config | None, transports: list[str]) -> Consumer
 
 
 async def _consume(config: Config | None, consumer: Consumer, registry: Any, drain: float) -> int:
+    from asyncsup.consumer.restart_mark import RestartMarks, redis_urls
     from asyncsup.consumer.wiring import opened
     from asyncsup.consumer.worker import Worker
 
@@ -182,12 +186,17 @@ async def _consume(config: Config | None, consumer: Consumer, registry: Any, dra
     async with anyio.create_task_group() as tg:
         tg.start_soon(_watch_signals, shutdown)
         tg.start_soon(shutdown.enforce_deadline)
-        async with opened(config, [*names, *failure_names]) as sources:
+        async with (
+            opened(config, [*names, *failure_names]) as sources,
+            RestartMarks(redis_urls(config, names)) as marks,
+        ):
             failure = sources[len(names)] if failure_names else None
-            worker = Worker(consumer, sources[: len(names)], registry, shutdown=shutdown, failure=failure)
+            stop_when = marks.wait_stop if marks else None  # the fleet's stop-workers
+            worker = Worker(consumer, sources[: len(names)], registry, shutdown=shutdown,
+                            failure=failure, stop_when=stop_when)  # fmt: skip
             await worker.run()
         tg.cancel_scope.cancel()
-    return 0  # a limit or a shutdown: either way the supervisor may start a fresh one
+    return 0  # a limit, a shutdown or stop-workers: either way the supervisor starts a fresh one
 
 
 async def _watch_signals(shutdown: Shutdown) -> None:
@@ -200,6 +209,38 @@ async def _watch_signals(shutdown: Shutdown) -> None:
             else:
                 log.info("%s received: draining (send it again to stop now)", name)
             shutdown.request(f"{name} received")
+
+
+# --- stop-workers --------------------------------------------------------------------------------
+
+
+def _add_stop_workers(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--transport", action="append", default=[],
+        help="a Redis transport name from the config, or a redis:// URL (repeatable; default: "
+        "every Redis transport of the config)",
+    )  # fmt: skip
+    config_option(parser)
+    parser.set_defaults(func=cmd_stop_workers)
+
+
+def cmd_stop_workers(args: argparse.Namespace) -> int:
+    """Set the fleet restart mark (consumer/restart_mark.py) and say what it does."""
+    from asyncsup.consumer.restart_mark import fleet_urls
+    from asyncsup.consumer.wiring import as_config
+
+    config = as_config(args.config)
+    setup_logging(args, config)
+    urls = fleet_urls(config, args.transport)
+    return run_async(lambda: _stop_workers(urls))
+
+
+async def _stop_workers(urls: list[str]) -> int:
+    from asyncsup.consumer.restart_mark import POLL_INTERVAL, set_marks
+
+    for mark in await set_marks(urls):
+        print(f"{mark}; consumers restart after their current message (within {POLL_INTERVAL:g}s)")
+    return 0
 
 
 # --- shared --------------------------------------------------------------------------------------
