@@ -100,6 +100,7 @@ class InlineConsumers:
         self.slots: dict[str, _Slot] = {}
         self._tg: TaskGroup | None = None
         self._running = anyio.Event()
+        self._changing = anyio.Lock()  # ctl's and the fleet's stop-workers must not interleave
 
     def __repr__(self) -> str:
         states = ", ".join(f"{n}: {s.worker!r}" for n, s in self.slots.items()) or "none"
@@ -114,7 +115,22 @@ class InlineConsumers:
             for consumer, registry in zip(inline, registries, strict=True):
                 self._launch(consumer, registry)
             self._running.set()
-            await self.shutdown.wait_requested()  # a reload may add consumers until then
+            # a reload may add consumers until the shutdown; the fleet's stop-workers restarts them
+            await race(self.shutdown.wait_requested, lambda: self._watch_marks(inline))
+
+    async def _watch_marks(self, inline: Sequence[Consumer]) -> None:
+        """The fleet's stop-workers, on the Redis servers of the inline consumers (restart_mark.py)."""
+        if not inline:  # and `asyncsup run` alone does not import the consumer's machinery
+            await anyio.sleep_forever()
+        from asyncsup.consumer.restart_mark import RestartMarks, redis_urls, restart_on_marks
+
+        try:
+            marks = RestartMarks(redis_urls(self.config, [n for c in inline for n in c.transports]))
+        except AsyncsupError as exc:  # a bad URL: the consumer using it says so too, and retries
+            log.error("stop-workers: cannot watch the fleet restart mark: %s", exc)
+            await anyio.sleep_forever()
+        async with marks:
+            await restart_on_marks(marks, self)
 
     def _launch(self, consumer: Consumer, registry: HandlerRegistry) -> None:
         assert self._tg is not None
@@ -143,13 +159,18 @@ class InlineConsumers:
 
     async def replace(self, config: Config, consumer: Consumer, *, fresh_code: bool = False) -> str:
         """Drain the consumer, then run it with these settings (and freshly imported handlers)."""
-        registry = _build(config, consumer, fresh=fresh_code)
-        self.config = config
-        return await self._restart(self.slots[consumer.name], consumer, registry, fresh_code)
+        async with self._changing:
+            registry = _build(config, consumer, fresh=fresh_code)
+            self.config = config
+            return await self._restart(self.slots[consumer.name], consumer, registry, fresh_code)
 
     async def restart_all(self) -> list[str]:
         """`stop-workers`: every consumer drains and restarts with its handler modules imported anew.
         The new code is imported first, for all of them: if it fails, nothing is restarted."""
+        async with self._changing:
+            return await self._restart_all()
+
+    async def _restart_all(self) -> list[str]:
         slots = list(self.slots.values())
         with _fresh_app_modules(self.config):
             registries = [_build_new(self.config, s.consumer) for s in slots]
