@@ -186,7 +186,10 @@ def _wait_relayed(s: Session, logdir: Path | None, timeout: float) -> float:
 
 def _marker_in(logdir: Path) -> bool:
     """The marker is in the newest file, or split between the newest and the one before."""
-    files = sorted(logdir.iterdir(), key=lambda p: p.stat().st_mtime_ns, reverse=True)[:2]
+    try:
+        files = sorted(logdir.iterdir(), key=lambda p: p.stat().st_mtime_ns, reverse=True)[:2]
+    except FileNotFoundError:
+        return False  # a rotation renamed a file under us: look again at the next poll
     tails = [_procfs.tail_bytes(p, 4096) for p in reversed(files)]
     return MARKER in b"".join(tails)
 
