@@ -147,6 +147,8 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def setup() -> None:
+    # Also when started with SIGINT ignored (a `&` job of a script): Ctrl-C must clean up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     become_subreaper()
