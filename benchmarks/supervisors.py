@@ -23,11 +23,11 @@ from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _measures
-import _report
-from _drivers import DEFAULT, DRIVERS, Asyncsup, Driver
-from _procfs import BenchTimeout
-from _session import become_subreaper, kill_everything_we_started
+import _sup_measures
+import _sup_report
+from _sup_drivers import DEFAULT, DRIVERS, Asyncsup, Driver
+from _sup_procfs import BenchTimeout
+from _sup_session import become_subreaper, kill_everything_we_started
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MEASURES = ("fleet", "relay", "thousand")
@@ -77,15 +77,15 @@ def plan(args: argparse.Namespace) -> list[tuple[str, Step]]:
     kills = 5 if args.quick else 10
     idle = 8.0 if args.quick else 15.0
     total = args.relay_mb * 1_000_000
-    fleet = _measures.FleetOptions(children=100, kills=kills, idle_seconds=idle)
-    big = _measures.FleetOptions(children=1000, kills=3, measure_idle=False)
+    fleet = _sup_measures.FleetOptions(children=100, kills=kills, idle_seconds=idle)
+    big = _sup_measures.FleetOptions(children=1000, kills=3, measure_idle=False)
     steps: dict[str, list[tuple[str, Step]]] = {
-        "fleet": [("fleet", lambda d, out: _measures.fleet(d, fleet, rng, say, out))],
+        "fleet": [("fleet", lambda d, out: _sup_measures.fleet(d, fleet, rng, say, out))],
         "relay": [
-            ("relay_file", lambda d, out: _measures.relay(d, True, total, say, out)),
-            ("relay_stdout", lambda d, out: _measures.relay(d, False, total, say, out)),
+            ("relay_file", lambda d, out: _sup_measures.relay(d, True, total, say, out)),
+            ("relay_stdout", lambda d, out: _sup_measures.relay(d, False, total, say, out)),
         ],
-        "thousand": [("thousand", lambda d, out: _measures.fleet(d, big, rng, say, out))],
+        "thousand": [("thousand", lambda d, out: _sup_measures.fleet(d, big, rng, say, out))],
     }
     return [step for m in args.measures for step in steps[m]]
 
@@ -176,21 +176,22 @@ def main(argv: list[str]) -> int:
         kill_everything_we_started(None)
         signal.signal(signal.SIGINT, signal.default_int_handler)
     names = [d.name for d in drivers]
-    table = _report.table(results, names)
+    table = _sup_report.table(results, names)
     print(table)
     say(f"done in {time.perf_counter() - started:.0f} s")
     full = set(names) >= set(DEFAULT) and set(args.measures) == set(MEASURES)
     if args.save or (full and not args.no_save):
         meta = {
-            "date": _report.now_text(),
+            "date": _sup_report.now_text(),
             "runs": args.runs,
             "quick": args.quick,
-            "machine": _report.machine(),
+            "relay_mb": args.relay_mb,
+            "machine": _sup_report.machine(),
             "sources": {d.name: d.source for d in drivers if d.source},
         }
-        md = _report.document(table, meta, extra["errors"])  # type: ignore[arg-type]
+        md = _sup_report.document(table, meta, extra["errors"])  # type: ignore[arg-type]
         data = {**meta, "medians_from": results, **extra}
-        for path in _report.save(RESULTS, "supervisors", md, data):
+        for path in _sup_report.save(RESULTS, "supervisors", md, data):
             say(f"wrote {path}")
     return 0
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import _procfs
+import _sup_procfs
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "benchmarks" / ".cache"
@@ -237,7 +237,7 @@ class AsyncsupPid1(Asyncsup):
 
     def stop_target(self, launched: int) -> int:
         # unshare only waits; `docker stop` signals the namespace's PID 1, the shim.
-        kids = _procfs.children(launched)
+        kids = _sup_procfs.children(launched)
         return kids[0] if kids else launched
 
 

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import _procfs
-from _drivers import Driver, ProgramSpec
-from _procfs import wait_for
-from _session import Session
+import _sup_procfs
+from _sup_drivers import Driver, ProgramSpec
+from _sup_procfs import wait_for
+from _sup_session import Session
 
 SLEEP = "/usr/bin/sleep" if os.path.exists("/usr/bin/sleep") else "/bin/sleep"
 SETTLE = 2.0  # after the fleet is up, before idle sampling: let startup work finish
@@ -50,11 +50,11 @@ def fleet(
         if opts.measure_idle:
             out.update(_idle(sup, opts.idle_seconds))
             say(f"  idle CPU {out['idle_cpu_pct']:.3f} % over {opts.idle_seconds:.0f} s")
-        out["rss_mb"], out["pss_mb"] = _procfs.rss_mb(sup), _procfs.pss_mb(sup)
-        out["threads"] = _procfs.threads(sup)
+        out["rss_mb"], out["pss_mb"] = _sup_procfs.rss_mb(sup), _sup_procfs.pss_mb(sup)
+        out["threads"] = _sup_procfs.threads(sup)
         shim = s.shim_pid(sup)
         if shim is not None:
-            out["shim_rss_mb"], out["shim_pss_mb"] = _procfs.rss_mb(shim), _procfs.pss_mb(shim)
+            out["shim_rss_mb"], out["shim_pss_mb"] = _sup_procfs.rss_mb(shim), _sup_procfs.pss_mb(shim)
         samples = _restarts(s, driver, opts.kills, rng)
         out["restart_samples_s"] = samples
         out["restart_s"] = statistics.median(samples)
@@ -69,9 +69,9 @@ def fleet(
 
 
 def _idle(pid: int, seconds: float) -> dict[str, float]:
-    exact0, ticks0, t0 = _procfs.cpu_exact_seconds(pid), _procfs.cpu_ticks_seconds(pid), _now()
+    exact0, ticks0, t0 = _sup_procfs.cpu_exact_seconds(pid), _sup_procfs.cpu_ticks_seconds(pid), _now()
     time.sleep(seconds)  # nothing to wait for: idling is the thing measured
-    exact1, ticks1, t1 = _procfs.cpu_exact_seconds(pid), _procfs.cpu_ticks_seconds(pid), _now()
+    exact1, ticks1, t1 = _sup_procfs.cpu_exact_seconds(pid), _sup_procfs.cpu_ticks_seconds(pid), _now()
     wall = t1 - t0
     return {
         "idle_cpu_pct": 100 * (exact1 - exact0) / wall,
@@ -119,11 +119,11 @@ def relay(driver: Driver, to_file: bool, total: int, say: Say, out: dict[str, ob
         wait_for("the generator to start", lambda: _started(s, info), 60, 0.01)
         sup = s.supervisor_pid()  # the generator's parent, found from our side of any namespace
         time.sleep(0.5)  # let the supervisor finish its own startup before the clock starts
-        cpu0, faults0 = _procfs.cpu_ticks_seconds(sup), _procfs.minor_faults(sup)
+        cpu0, faults0 = _sup_procfs.cpu_ticks_seconds(sup), _sup_procfs.minor_faults(sup)
         start = _go(fifo)
         end = _wait_relayed(s, logdir, timeout=600)
-        cpu = _procfs.cpu_ticks_seconds(sup) - cpu0
-        out["minor_faults_per_100mb"] = (_procfs.minor_faults(sup) - faults0) * 100e6 / total
+        cpu = _sup_procfs.cpu_ticks_seconds(sup) - cpu0
+        out["minor_faults_per_100mb"] = (_sup_procfs.minor_faults(sup) - faults0) * 100e6 / total
         seen = _relayed_bytes(s, logdir)
     took = end - start
     out["mb_per_s"] = total / 1e6 / took
@@ -179,7 +179,7 @@ def _wait_relayed(s: Session, logdir: Path | None, timeout: float) -> float:
     if logdir is None:
         assert s.drain is not None
         if not s.drain.marker_seen.wait(timeout):
-            raise _procfs.BenchTimeout("the last line on the supervisor's stdout", timeout)
+            raise _sup_procfs.BenchTimeout("the last line on the supervisor's stdout", timeout)
         return s.drain.marker_seen_at
     return wait_for("the last line in the log file", lambda: _marker_in(logdir), timeout, 0.005)
 
@@ -190,7 +190,7 @@ def _marker_in(logdir: Path) -> bool:
         files = sorted(logdir.iterdir(), key=lambda p: p.stat().st_mtime_ns, reverse=True)[:2]
     except FileNotFoundError:
         return False  # a rotation renamed a file under us: look again at the next poll
-    tails = [_procfs.tail_bytes(p, 4096) for p in reversed(files)]
+    tails = [_sup_procfs.tail_bytes(p, 4096) for p in reversed(files)]
     return MARKER in b"".join(tails)
 
 

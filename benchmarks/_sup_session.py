@@ -21,9 +21,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-import _procfs
-from _drivers import Driver, ProgramSpec
-from _procfs import BenchTimeout, Tree, wait_for
+import _sup_procfs
+from _sup_drivers import Driver, ProgramSpec
+from _sup_procfs import BenchTimeout, Tree, wait_for
 
 PR_SET_CHILD_SUBREAPER = 36
 F_SETPIPE_SZ = 1031
@@ -38,7 +38,7 @@ def become_subreaper() -> None:
 def descendants(pid: int) -> list[int]:
     found, stack = [], [pid]
     while stack:
-        for child in _procfs.children(stack.pop()):
+        for child in _sup_procfs.children(stack.pop()):
             found.append(child)
             stack.append(child)
     return found
@@ -48,11 +48,11 @@ def kill_everything_we_started(proc: subprocess.Popen[bytes] | None) -> None:
     """SIGKILL every descendant of this harness and reap the ones that became ours. Bounded."""
     for _ in range(200):
         pids = descendants(os.getpid())
-        alive = [p for p in pids if not _procfs.is_zombie(p)]
+        alive = [p for p in pids if not _sup_procfs.is_zombie(p)]
         for pid in alive:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        for pid in _procfs.our_children():
+        for pid in _sup_procfs.our_children():
             if proc is not None and pid == proc.pid:
                 continue  # Popen reaps its own child; waitpid here would steal its status
             with contextlib.suppress(ChildProcessError):
@@ -211,7 +211,7 @@ class Session:
         """The supervisor's parent when we did not launch the supervisor itself (PID-1 shim)."""
         if supervisor == self.tree.root:  # type: ignore[union-attr]
             return None
-        return _procfs.parent(supervisor)
+        return _sup_procfs.parent(supervisor)
 
     def kill_one_and_wait(self, victim: int, timeout: float) -> float:
         """SIGKILL one child; seconds until a replacement has exec'd the program."""
@@ -238,5 +238,5 @@ class Session:
         except subprocess.TimeoutExpired:
             raise BenchTimeout(f"{self.driver.name} to exit after SIGTERM", timeout) from None
         took = time.perf_counter() - start
-        left = [p for p in descendants(os.getpid()) if not _procfs.is_zombie(p)]
+        left = [p for p in descendants(os.getpid()) if not _sup_procfs.is_zombie(p)]
         return took, len(left)

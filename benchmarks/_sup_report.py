@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from _drivers import REPO
+from _sup_drivers import REPO
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,9 @@ METRICS = [
     Metric("shim_rss_100", "RSS of the PID-1 shim (only as PID 1)", "MB", digits=1),
     Metric("shim_pss_100", "  PSS of the PID-1 shim", "MB", digits=1),
     Metric("stop_100", "SIGTERM -> exited, 100 children", "s"),
-    Metric("relay_file_mbps", "relay 200 MB to a rotating file", "MB/s", True, digits=0),
+    Metric("relay_file_mbps", "relay 100-byte lines to a rotating file", "MB/s", True, digits=0),
     Metric("relay_file_cpu", "  supervisor CPU per 100 MB (file)", "s", digits=2),
-    Metric("relay_stdout_mbps", "relay 200 MB to stdout (pipe)", "MB/s", True, digits=0),
+    Metric("relay_stdout_mbps", "relay 100-byte lines to stdout (pipe)", "MB/s", True, digits=0),
     Metric("relay_stdout_cpu", "  supervisor CPU per 100 MB (stdout)", "s", digits=2),
     Metric("cold_1000", "1,000 children: cold start", "s", digits=2),
     Metric("restart_1000", "1,000 children: restart after kill -9", "s"),
@@ -158,7 +158,8 @@ def document(table_md: str, meta: dict[str, object], errors: dict[str, list[str]
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores (shared, noisy), Linux {info['kernel']}, "
         f"Python {info['python']}; asyncsup: {_source(meta, info)}.",
-        f"Median of {meta['runs']} run(s); each run measures every supervisor in turn. "
+        f"Median of {meta['runs']} run(s); each run measures every supervisor in turn; "
+        f"the relay child writes {meta.get('relay_mb', 200)} MB. "
         "Ratios are row value / column value, computed on the medians "
         "(for times and CPU lower is better, for MB/s higher is better).",
         "",
