@@ -26,6 +26,7 @@ from pid1 import (
     asyncsup_argv,
     asyncsup_env,
     child,
+    cmdline,
     proc_state,
     proc_status,
     require_pid1_support,
@@ -374,7 +375,9 @@ def test_case31_a_live_orphan_does_not_hold_the_shutdown_and_dies_with_pid1(
     it (it is nobody's program), asyncsup exits 0, and the kernel's namespace teardown kills it."""
     worker = program("worker", "sh -c 'setsid sleep 604 >/dev/null 2>&1 &'; exec sleep 605")
     with start(tmp_path, loop, mode, worker) as ns:
-        orphan = wait_until(lambda: ns.find("sleep 604"), 10, "the orphan")[0]
+        # Exactly `sleep 604`: the shells that start it have "sleep 604" in their command lines too.
+        daemon = lambda: [p for p in ns.find("sleep 604") if cmdline(p) == ["sleep", "604"]]  # noqa: E731
+        orphan = wait_until(daemon, 10, "the orphan")[0]
         reparented = lambda: proc_status(orphan).get("PPid") == str(ns.init)  # noqa: E731
         wait_until(reparented, 10, "the orphan re-parented to PID 1")
         stop(ns)
