@@ -21,8 +21,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import _procfs
-
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "redis_peer_apps"
 
@@ -132,7 +130,7 @@ class Worker:
         while stack:
             pid = stack.pop()
             pids.append(pid)
-            stack.extend(_procfs.children(pid))
+            stack.extend(_children(pid))
         return sum(_vm_hwm_mb(pid) for pid in pids)
 
     def terminate(self) -> None:
@@ -175,8 +173,26 @@ def _signal_group(pgid: int, signo: int) -> None:
         os.killpg(pgid, signo)
 
 
+def _read(path: str) -> str:
+    """A /proc file's text, or "" when the process is already gone."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of every thread of ``pid`` (threads may fork too)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []
+    return [int(c) for tid in tids for c in _read(f"/proc/{pid}/task/{tid}/children").split()]
+
+
 def _vm_hwm_mb(pid: int) -> float:
-    for line in (_procfs.read_text(f"/proc/{pid}/status") or "").splitlines():
+    for line in _read(f"/proc/{pid}/status").splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
