@@ -120,7 +120,8 @@ class ProgramRunner:
         code = status.shell_code if status is not None else 1
         if state is State.FATAL and code == 0:
             code = 1
-        log.error("%s is critical and went %s (%s): stopping everything", child.name, state, status)
+        level = logging.ERROR if code else logging.INFO  # a critical job that succeeded is no error
+        log.log(level, "%s is critical and went %s (%s): stopping everything", child.name, state, status)
         shutdown.request(f"critical program {child.name} {state}", exit_code=code)
 
 
