@@ -74,54 +74,77 @@ def _failed(rounds: Sequence[Run], name: str) -> str:
     return f" ({len(found)} of {len(rounds)} runs failed: {found[-1]})"
 
 
+def _row(*cells: str) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _cell(rounds: Sequence[Run], name: str, key: str, fmt: str = ",.0f") -> str:
+    return _num(median(rounds, name, key), fmt)
+
+
+CONSUME_HEADER = (
+    "system", "configuration", "consume msg/s", "CPU µs/msg", "Redis CPU µs/msg",
+    "RSS MB (worker / all procs)", "boot s", "enqueue msg/s", "on SIGTERM", "asyncsup ÷ it",
+    "asyncsup prefetch 500 ÷ it",
+)  # fmt: skip
+
+
 def consume_table(rounds: Sequence[Run], cases: Sequence[Any], notes: dict[str, Any]) -> list[str]:
-    lines = [
-        "| system | configuration | consume msg/s | CPU µs/msg | RSS MB (worker / all procs) | boot s "
-        "| enqueue msg/s | on SIGTERM | asyncsup ÷ it | asyncsup prefetch 500 ÷ it |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
-    ]
-    for case in cases:
-        lines.append(_case_row(rounds, case, notes.get(case.system, {})))
+    lines = [_row(*CONSUME_HEADER), "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    lines += [_case_row(rounds, case, notes.get(case.system, {})) for case in cases]
     for name, label, config in RAW_ROWS:
-        cells = [_num(median(rounds, name, "consume_rate")), _num(median(rounds, name, "cpu_us"), ".2f"),
-                 _num(median(rounds, name, "rss_mb"), ".1f"), "—", _num(median(rounds, name, "publish_rate")),
-                 "—", *(_x(ratio(rounds, ours, name)) for ours in OURS)]  # fmt: skip
-        lines.append(f"| {label} | {config}{_failed(rounds, name)} | {' | '.join(cells)} |")
+        lines.append(_row(
+            label, config + _failed(rounds, name), _cell(rounds, name, "consume_rate"),
+            _cell(rounds, name, "cpu_us", ".2f"), _cell(rounds, name, "redis_cpu_us", ".1f"),
+            _cell(rounds, name, "rss_mb", ".1f"), "—",
+            _cell(rounds, name, "publish_rate"), "—", *(_x(ratio(rounds, ours, name)) for ours in OURS),
+        ))  # fmt: skip
     symfony = notes.get("symfony", {}).get("error", "not run")
-    lines.append(f"| Symfony Messenger 5.4 (PHP 8.2) | `messenger:consume` on Redis: **{symfony}**; "
-                 f"reference figure from SYMFONY.md, not measured in this run | ({SYMFONY_REFERENCE:,}) "
-                 "| (169) | (26) | — | (10,374) | — | — | — |")  # fmt: skip
+    lines.append(_row(
+        "Symfony Messenger 5.4 (PHP 8.2)", f"`messenger:consume` on Redis: **{symfony}**; reference figures "
+        "from SYMFONY.md, not measured in this run", f"({SYMFONY_REFERENCE:,})", "(169)", "—", "(26)", "—",
+        "(10,374)", "—", "—", "—",
+    ))  # fmt: skip
     return lines
 
 
 def _case_row(rounds: Sequence[Run], case: Any, note: dict[str, Any]) -> str:
-    name = case.name
-    empty = " | —" * 8
+    name, empty = case.name, ["—"] * 9
     if "error" in note:
-        return f"| {name} | {case.config}: **{note['error']}**{empty} |"
+        return _row(name, f"{case.config}: **{note['error']}**", *empty)
     if median(rounds, name, "consume_rate") is None:
-        return f"| {name} | {case.config}: **failed: {'; '.join(errors(rounds, name)[-1:])}**{empty} |"
-    rss = f"{_num(median(rounds, name, 'rss_mb'), '.1f')} / "
-    rss += _num(median(rounds, name, "tree_rss_mb"), ".1f")
-    stops = sorted({r[name]["stop"] for r in rounds if ok(r, name)})
+        return _row(name, f"{case.config}: **failed: {'; '.join(errors(rounds, name)[-1:])}**", *empty)
+    rss = f"{_cell(rounds, name, 'rss_mb', '.1f')} / {_cell(rounds, name, 'tree_rss_mb', '.1f')}"
+    stop = "; ".join(sorted({r[name]["stop"] for r in rounds if ok(r, name)}))
     stop_s = median(rounds, name, "stop_s")
-    stop = "; ".join(stops) + (f" ({stop_s:.2f} s)" if stop_s is not None and stop_s == stop_s else "")
-    cells = [_num(median(rounds, name, "consume_rate")), _num(median(rounds, name, "cpu_us"), ".1f"),
-             rss, _num(median(rounds, name, "boot_s"), ".2f"), _num(median(rounds, name, "enqueue_rate")),
-             stop]  # fmt: skip
+    if stop_s is not None and stop_s == stop_s:  # NaN when none exited on SIGTERM
+        stop += f" ({stop_s:.2f} s)"
     ratios = ["—", "—"] if name in OURS else [_x(ratio(rounds, ours, name)) for ours in OURS]
-    label = f"{name} {note.get(case.system, '')}".strip()
-    return f"| {label} | {case.config}{_failed(rounds, name)} | {' | '.join(cells + ratios)} |"
+    return _row(
+        f"{name} {note.get(case.system, '')}".strip(), case.config + _failed(rounds, name),
+        _cell(rounds, name, "consume_rate"), _cell(rounds, name, "cpu_us", ".1f"),
+        _cell(rounds, name, "redis_cpu_us", ".1f"), rss, _cell(rounds, name, "boot_s", ".2f"),
+        _cell(rounds, name, "enqueue_rate"), stop, *ratios,
+    )  # fmt: skip
+
+
+SCALE_HEADER = (
+    "`asyncsup consume --prefetch 500` processes", "total msg/s", "vs 1 process",
+    "CPU µs/msg (all processes, first message -> exit)", "Redis CPU µs/msg",
+    "messages per process (last run)",
+)  # fmt: skip
 
 
 def scale_table(rounds: Sequence[Run], scale: Sequence[int]) -> list[str]:
-    lines = ["| `asyncsup consume --prefetch 500` processes | total msg/s | vs 1 process "
-             "| messages per process (last run) |", "|---:|---:|---:|---|"]  # fmt: skip
+    lines = [_row(*SCALE_HEADER), "|---:|---:|---:|---:|---:|---|"]
     for k in scale:
         name = f"scale-{k}"
         split = next((r[name]["per_process"] for r in reversed(rounds) if ok(r, name)), None)
-        lines.append(f"| {k} | {_num(median(rounds, name, 'consume_rate'))}{_failed(rounds, name)} "
-                     f"| {_x(ratio(rounds, name, 'scale-1'))} | {split or '—'} |")  # fmt: skip
+        lines.append(_row(
+            str(k), _cell(rounds, name, "consume_rate") + _failed(rounds, name),
+            _x(ratio(rounds, name, "scale-1")), _cell(rounds, name, "cpu_us", ".1f"),
+            _cell(rounds, name, "redis_cpu_us", ".1f"), str(split or "—"),
+        ))  # fmt: skip
     return lines
 
 

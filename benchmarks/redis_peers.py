@@ -137,6 +137,12 @@ def symfony_status() -> str:
 # --- one measurement -----------------------------------------------------------------------------
 
 
+def redis_cpu(client: redis.Redis) -> float:
+    """Seconds of CPU the Redis server has used (all its clients: other users of it count too)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
 class Bench:
     """The run's shared parts: Redis (our DB), the report socket, the temp folder, the settings."""
 
@@ -179,11 +185,13 @@ class Bench:
         enqueue_s = enqueue(str(Path(bin_dir) / "python"), case.app, self.n, env, self.timeout)
         self.inbox.drain()
         env |= {"BENCH_REPORT": self.inbox.path, "BENCH_EXPECT": str(self.n)}
+        redis_cpu_s = redis_cpu(self.client)
         worker = self.start(case, bin_dir, env, "single")
         try:
             last = self.inbox.wait(f"report of message {self.n}", lambda r: r.event == "expected",
                                    self.timeout, [worker])  # fmt: skip
             tree_rss = worker.tree_peak_rss_mb()
+            redis_cpu_s = redis_cpu(self.client) - redis_cpu_s
         except RunFailed as exc:
             raise RunFailed(f"{exc}; {self.backlog()}; log: {worker.log_tail()}") from None
         finally:
@@ -192,6 +200,7 @@ class Bench:
         return {
             "consume_rate": (last.handled - 1) / window,
             "cpu_us": last.cpu_s / last.handled * 1e6,
+            "redis_cpu_us": redis_cpu_s / self.n * 1e6,
             "rss_mb": last.maxrss_mb,
             "tree_rss_mb": tree_rss,
             "boot_s": last.first - worker.started,
@@ -215,9 +224,11 @@ class Bench:
             ready = {self.inbox.wait("worker ready", lambda r: r.event == "ready", self.timeout, workers).pid
                      for _ in workers}  # fmt: skip
             assert len(ready) == processes, ready
+            redis_cpu_s = redis_cpu(self.client)
             barrier.release()
             self.inbox.wait("last message", lambda r: r.event == "last-seq", self.timeout, workers)
             self.wait_drained(stream)
+            redis_cpu_s = redis_cpu(self.client) - redis_cpu_s
             for worker in workers:
                 worker.terminate()  # each probe reports at exit: its count, first and last message
             exits = [self.inbox.wait("exit report", lambda r: r.event == "exit" and r.handled > 0, 30.0)
@@ -230,7 +241,12 @@ class Bench:
         if handled != self.n:
             raise RunFailed(f"{processes} processes handled {handled} of {self.n} messages")
         window = max(r.last for r in exits) - min(r.first for r in exits)
-        return {"consume_rate": (handled - 1) / window, "per_process": sorted(r.handled for r in exits)}
+        return {
+            "consume_rate": (handled - 1) / window,
+            "cpu_us": sum(r.cpu_s for r in exits) / handled * 1e6,  # first message -> exit, all processes
+            "redis_cpu_us": redis_cpu_s / handled * 1e6,
+            "per_process": sorted(r.handled for r in exits),
+        }
 
     def backlog(self) -> str:
         """What is left in Redis, for an error message (the keys depend on the system)."""
@@ -282,10 +298,15 @@ def child_raw(url: str, n: int, xdel: bool) -> None:
 
     from redis_transport import raw, run
 
-    published, consumed = run(raw(url, "bench-raw", n, 500, xdel=xdel))
+    client = redis.Redis.from_url(url)
+    samples = [redis_cpu(client)]
+    lap = lambda: samples.append(redis_cpu(client))  # noqa: E731
+    published, consumed = run(raw(url, "bench-raw", n, 500, xdel, lap))
     print(json.dumps({
         "publish_rate": published.rate, "publish_cpu_us": published.cpu,
+        "publish_redis_cpu_us": (samples[1] - samples[0]) / n * 1e6,
         "consume_rate": consumed.rate, "cpu_us": consumed.cpu,
+        "redis_cpu_us": (samples[2] - samples[1]) / n * 1e6,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))  # fmt: skip
 

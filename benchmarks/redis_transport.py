@@ -25,7 +25,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,8 +60,10 @@ class Stopwatch:
         return measure
 
 
-async def raw(url: str, stream: str, messages: int, batch: int, xdel: bool) -> tuple[Measure, Measure]:
-    """(publish, consume) with redis-py and nothing else."""
+async def raw(
+    url: str, stream: str, messages: int, batch: int, xdel: bool, after_lap: Callable[[], object] = tuple
+) -> tuple[Measure, Measure]:
+    """(publish, consume) with redis-py and nothing else; ``after_lap()`` runs untimed after each."""
     r = Redis.from_url(url)
     await r.xgroup_create(stream, GROUP, id="0", mkstream=True)
     watch = Stopwatch()
@@ -71,6 +73,8 @@ async def raw(url: str, stream: str, messages: int, batch: int, xdel: bool) -> t
                 pipe.xadd(stream, {b"m": BODY})
             await pipe.execute()
     published = watch.lap(messages)
+    after_lap()  # redis_peers.py reads the Redis server's CPU time here
+    watch = Stopwatch()
     done = 0
     while reply := await r.xreadgroup(GROUP, "raw", {stream: ">"}, count=batch):
         ids = [entry_id for entry_id, _ in reply[0][1]]
@@ -83,6 +87,7 @@ async def raw(url: str, stream: str, messages: int, batch: int, xdel: bool) -> t
             await pipe.execute()
         done += len(ids)
     consumed = watch.lap(messages)
+    after_lap()
     await r.aclose()
     assert done == messages, (done, messages)
     return published, consumed
