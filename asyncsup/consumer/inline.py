@@ -35,6 +35,7 @@ from anyio.abc import TaskGroup
 
 from asyncsup._aio import race
 from asyncsup.config import Config, Consumer
+from asyncsup.consumer.statistics import DURATION_BUCKETS, Durations
 from asyncsup.errors import AsyncsupError, ConfigError
 from asyncsup.lifecycle import Shutdown
 from asyncsup.supervisor.reload import changed_keys
@@ -83,6 +84,7 @@ class _Slot:
     wake: anyio.Event = field(default_factory=anyio.Event)  # cuts a crash backoff short
     done: anyio.Event = field(default_factory=anyio.Event)
     totals: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # of finished Workers
+    durations: Durations = field(default_factory=Durations)  # of every Worker, shared
     restarts: int = 0
 
     def request(self, reason: str) -> None:
@@ -247,7 +249,10 @@ class InlineConsumers:
         async with opened(self.config, [*names, *failure_names]) as sources:
             failure = sources[len(names)] if failure_names else None
             own = sources[: len(names)]
-            worker = Worker(consumer, own, slot.registry, shutdown=self.shutdown, failure=failure)
+            worker = Worker(
+                consumer, own, slot.registry, shutdown=self.shutdown, failure=failure,
+                durations=slot.durations,
+            )
             slot.worker, slot.sources = worker, own
             if slot.next is not None or slot.retired:  # asked while we were opening the transports
                 worker.stop("restart requested" if slot.next is not None else "removed from the config")
@@ -283,6 +288,11 @@ class InlineConsumers:
         for key, metric, kind, help_text in METRICS:
             samples = [({"consumer": name}, getattr(s, key)) for name, s in stats.items()]
             out.family(f"asyncsup_consumer_{metric}", kind, help_text, samples)
+        series = [({"consumer": name}, slot.durations) for name, slot in self.slots.items()]
+        out.histogram_family(
+            "asyncsup_consumer_handler_duration_seconds", "How long handlers took (those that returned).",
+            DURATION_BUCKETS, [(labels, d.cumulative(), d.total) for labels, d in series],
+        )
 
 
 def _statistics(slot: _Slot) -> InlineStatistics:

@@ -23,6 +23,7 @@ import anyio
 from asyncsup.config import Consumer
 from asyncsup.consumer.envelope import Envelope, encode, new_id
 from asyncsup.consumer.retry import Verdict, decide, failure_headers
+from asyncsup.consumer.statistics import Durations
 from asyncsup.errors import DecodeError
 from asyncsup.transports.base import Delivery, Transport
 
@@ -47,8 +48,15 @@ class Source:
 class Settler:
     """Counts and carries out outcomes for one consumer's transports."""
 
-    def __init__(self, consumer: Consumer, sources: Sequence[Source], failure: Source | None):
+    def __init__(
+        self,
+        consumer: Consumer,
+        sources: Sequence[Source],
+        failure: Source | None,
+        durations: Durations | None = None,
+    ):
         self.name = consumer.name
+        self.durations = durations if durations is not None else Durations()
         self._policy = consumer.retry
         self._sources = sources
         self._failure = failure
@@ -106,6 +114,7 @@ class Settler:
     def ack_later(self, i: int, delivery: Delivery, envelope: Envelope | None, started: float) -> None:
         self._acks[i].append(delivery)
         self._pending += 1
+        self.durations.observe(time.perf_counter() - started)
         if self._debug and envelope is not None:
             self._timings.append((envelope.type, started))
 

@@ -2,7 +2,34 @@
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
+
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Durations:
+    """How long handlers took (those that returned): a histogram, cheap enough for every message
+    (one bisect), kept across a consumer's restarts by whoever owns it."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(DURATION_BUCKETS) + 1)  # per bucket, the last one is +Inf
+        self.total = 0.0
+
+    def __repr__(self) -> str:
+        return f"<Durations {sum(self.counts)} handlers, {self.total:.3f}s in all>"
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[int]:
+        """Counts per upper bound, +Inf last, as Prometheus wants them."""
+        out, running = [], 0
+        for count in self.counts:
+            running += count
+            out.append(running)
+        return out
 
 
 @dataclass(frozen=True, slots=True)

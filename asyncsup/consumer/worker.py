@@ -33,7 +33,7 @@ from asyncsup.consumer.handlers import HandlerRegistry
 from asyncsup.consumer.limits import Limits, rss_bytes
 from asyncsup.consumer.outcomes import Settler, Source
 from asyncsup.consumer.retry import MAX_UNSETTLED_DELIVERIES
-from asyncsup.consumer.statistics import ConsumerStatistics, WorkerResult
+from asyncsup.consumer.statistics import ConsumerStatistics, Durations, WorkerResult
 from asyncsup.errors import MessageError
 from asyncsup.lifecycle import Shutdown
 from asyncsup.transports.base import Delivery
@@ -57,6 +57,7 @@ class Worker:
         idle_wait: float = 0.5,
         ack_delay: float = 0.005,
         stop_when: Callable[[], Awaitable[str]] | None = None,
+        durations: Durations | None = None,
     ) -> None:
         if not sources:
             raise ValueError("a consumer needs at least one transport")
@@ -72,7 +73,7 @@ class Worker:
         self._idle_wait = idle_wait
         self._ack_delay = ack_delay
         self._stop_when = stop_when  # returns why to stop (the fleet restart mark, restart_mark.py)
-        self._settler = Settler(consumer, self._sources, failure)
+        self._settler = Settler(consumer, self._sources, failure, durations)
         self._debug = log.isEnabledFor(logging.DEBUG)
         n = len(self._sources)
         self._queues: list[deque[Delivery]] = [deque() for _ in range(n)]
@@ -193,7 +194,7 @@ class Worker:
     async def _process(self, i: int, delivery: Delivery) -> None:
         """One message, start to outcome. The hot path: every line here is paid per message."""
         self._running += 1
-        started = time.perf_counter() if self._debug else 0.0
+        started = time.perf_counter()  # for the duration histogram (and -vv logs)
         envelope: Envelope | None = None
         try:
             envelope = decode(delivery.data)

@@ -68,6 +68,20 @@ class Exposition:
         self._lines.append(f"{name}_sum {_number(stats.total)}")
         self._lines.append(f"{name}_count {stats.count}")
 
+    def histogram_family(
+        self,
+        name: str,
+        help_text: str,
+        bounds: Sequence[float],
+        series: Iterable[tuple[Labels, Sequence[int], float]],  # labels, cumulative counts (+Inf last), sum
+    ) -> None:
+        self._head(name, "histogram", help_text)
+        for labels, cumulative, total in series:
+            for bound, count in zip([*map(_number, bounds), "+Inf"], cumulative, strict=True):
+                self._lines.append(f"{name}_bucket{_labels({**labels, 'le': bound})} {count}")
+            self._lines.append(f"{name}_sum{_labels(labels)} {_number(total)}")
+            self._lines.append(f"{name}_count{_labels(labels)} {cumulative[-1]}")
+
     def _head(self, name: str, kind: str, help_text: str) -> None:
         self._lines.append(f"# HELP {name} {_escape_help(help_text)}")
         self._lines.append(f"# TYPE {name} {kind}")
