@@ -131,24 +131,32 @@ def _case_row(rounds: Sequence[Run], case: Any, note: dict[str, Any]) -> str:
 SCALE_HEADER = (
     "`asyncsup consume --prefetch 500` processes", "total msg/s", "vs 1 process",
     "CPU µs/msg (all processes, first message -> exit)", "Redis CPU µs/msg",
-    "messages per process (last run)",
+    "cores busy (consumers + Redis)", "messages per process (last run)",
 )  # fmt: skip
 
 
 def scale_table(rounds: Sequence[Run], scale: Sequence[int]) -> list[str]:
-    lines = [_row(*SCALE_HEADER), "|---:|---:|---:|---:|---:|---|"]
+    lines = [_row(*SCALE_HEADER), "|---:|---:|---:|---:|---:|---:|---|"]
     for k in scale:
         name = f"scale-{k}"
         split = next((r[name]["per_process"] for r in reversed(rounds) if ok(r, name)), None)
         lines.append(_row(
             str(k), _cell(rounds, name, "consume_rate") + _failed(rounds, name),
             _x(ratio(rounds, name, "scale-1")), _cell(rounds, name, "cpu_us", ".1f"),
-            _cell(rounds, name, "redis_cpu_us", ".1f"), str(split or "—"),
+            _cell(rounds, name, "redis_cpu_us", ".1f"), _num(_cores_busy(rounds, name), ".2f"),
+            str(split or "—"),
         ))  # fmt: skip
     return lines
 
 
-def goals(rounds: Sequence[Run], cases: Sequence[Any], scale: bool) -> list[str]:
+def _cores_busy(rounds: Sequence[Run], name: str) -> float | None:
+    """CPU seconds per second of the window, consumers and Redis together: 2.0 is the whole machine."""
+    values = [r[name]["consume_rate"] * (r[name]["cpu_us"] + r[name]["redis_cpu_us"]) / 1e6
+              for r in rounds if ok(r, name)]  # fmt: skip
+    return statistics.median(values) if values else None
+
+
+def goals(rounds: Sequence[Run], cases: Sequence[Any], scale: int) -> list[str]:
     lines = ["Goals (issue 4):"]
     for ours in OURS:
         share = ratio(rounds, ours, "raw")
@@ -181,8 +189,9 @@ def _met(value: bool) -> str:
 
 
 def render(
-    rounds: Sequence[Run], cases: Sequence[Any], notes: dict[str, Any], n: int, url: str, scale: bool
+    rounds: Sequence[Run], cases: Sequence[Any], notes: dict[str, Any], n: int, url: str, scale: int
 ) -> str:
+    """The whole report; ``scale`` is the curve's message count (0: no curve)."""
     ours = notes.get("asyncsup", {})
     head = [
         f"# Redis consumer: asyncsup vs the Python peers ({time.strftime('%Y-%m-%d %H:%M')})",
@@ -201,7 +210,9 @@ def render(
     ]
     body = consume_table(rounds, cases, notes)
     if scale:
-        body += ["", *scale_table(rounds, (1, 2, 4))]
+        body += ["", f"Scaling: {scale:,} messages, the processes started together (a barrier at their first "
+                 "message), total msg/s = messages / (first -> last message over all processes).", "",
+                 *scale_table(rounds, (1, 2, 4))]  # fmt: skip
     return "\n".join([*head, *body, "", *goals(rounds, cases, scale)])
 
 
