@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from asyncsup._version import __version__
 
@@ -540,6 +541,11 @@ def test_metrics_parse_and_agree_with_status(supervise: Harness, loop_kind: str)
     status, text = get(port, "/metrics")
     assert status == 200
     families = parse_metrics(text)
+    # The reference parser (prometheus-client's) reads the same families with the same types.
+    reference = {f.name: f.type for f in text_string_to_metric_families(text)}
+    ours = {name.removesuffix("_total") if fam["type"] == "counter" else name: fam["type"]
+            for name, fam in families.items()}  # fmt: skip
+    assert reference == ours
     processes = {p["name"]: p for p in json.loads(ctl(config, "--json", "status").stdout)["processes"]}
 
     states = families["asyncsup_process_state"]["samples"]

@@ -19,6 +19,8 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 if TYPE_CHECKING:
     from conftest import Asyncsup, Harness
 
@@ -206,6 +208,10 @@ def test_consumer_statistics_in_status_and_metrics(supervise: Harness) -> None:
     assert f'asyncsup_consumer_handler_duration_seconds_count{{consumer="main"}} {TOTAL}' in lines
     assert f'asyncsup_consumer_handler_duration_seconds_bucket{{consumer="main",le="+Inf"}} {TOTAL}' in lines
     assert "" not in lines
+    durations = {f.name: f for f in text_string_to_metric_families(metrics)}[
+        "asyncsup_consumer_handler_duration_seconds"
+    ]  # the reference parser reads the labelled histogram
+    assert [s.value for s in durations.samples if s.name.endswith("_count")] == [TOTAL]
     assert run.stop() == 0
 
 
