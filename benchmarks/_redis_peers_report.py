@@ -115,10 +115,7 @@ def _case_row(rounds: Sequence[Run], case: Any, note: dict[str, Any]) -> str:
     if median(rounds, name, "consume_rate") is None:
         return _row(name, f"{case.config}: **failed: {'; '.join(errors(rounds, name)[-1:])}**", *empty)
     rss = f"{_cell(rounds, name, 'rss_mb', '.1f')} / {_cell(rounds, name, 'tree_rss_mb', '.1f')}"
-    stop = "; ".join(sorted({r[name]["stop"] for r in rounds if ok(r, name)}))
-    stop_s = median(rounds, name, "stop_s")
-    if stop_s is not None and stop_s == stop_s:  # NaN when none exited on SIGTERM
-        stop += f" ({stop_s:.2f} s)"
+    stop = _stops(rounds, name)
     ratios = ["—", "—"] if name in OURS else [_x(ratio(rounds, ours, name)) for ours in OURS]
     return _row(
         f"{name} {note.get(case.system, '')}".strip(), case.config + _failed(rounds, name),
@@ -126,6 +123,19 @@ def _case_row(rounds: Sequence[Run], case: Any, note: dict[str, Any]) -> str:
         _cell(rounds, name, "redis_cpu_us", ".1f"), rss, _cell(rounds, name, "boot_s", ".2f"),
         _cell(rounds, name, "enqueue_rate"), stop, *ratios,
     )  # fmt: skip
+
+
+def _stops(rounds: Sequence[Run], name: str) -> str:
+    """How the worker took SIGTERM, per outcome: "2x exit 0 after SIGTERM (0.06 s); 1x killed: ..."."""
+    outcomes: dict[str, list[float]] = {}
+    for r in rounds:
+        if ok(r, name):
+            outcomes.setdefault(r[name]["stop"], []).append(r[name]["stop_s"])
+    texts = []
+    for outcome, seconds in sorted(outcomes.items(), key=lambda item: -len(item[1])):
+        took = [s for s in seconds if s == s]  # NaN: it did not exit by itself
+        texts.append(f"{len(seconds)}x {outcome}" + (f" ({statistics.median(took):.2f} s)" if took else ""))
+    return "; ".join(texts)
 
 
 SCALE_HEADER = (
