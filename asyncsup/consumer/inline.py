@@ -35,7 +35,7 @@ from anyio.abc import TaskGroup
 
 from asyncsup._aio import race
 from asyncsup.config import Config, Consumer
-from asyncsup.consumer.statistics import DURATION_BUCKETS, Durations
+from asyncsup.consumer.statistics import DURATION_BUCKETS, Durations, TransportTotals
 from asyncsup.errors import AsyncsupError, ConfigError
 from asyncsup.lifecycle import Shutdown
 from asyncsup.supervisor.reload import changed_keys
@@ -85,6 +85,7 @@ class _Slot:
     done: anyio.Event = field(default_factory=anyio.Event)
     totals: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # of finished Workers
     durations: Durations = field(default_factory=Durations)  # of every Worker, shared
+    per_transport: TransportTotals = field(default_factory=TransportTotals)  # likewise
     restarts: int = 0
 
     def request(self, reason: str) -> None:
@@ -251,7 +252,7 @@ class InlineConsumers:
             own = sources[: len(names)]
             worker = Worker(
                 consumer, own, slot.registry, shutdown=self.shutdown, failure=failure,
-                durations=slot.durations,
+                durations=slot.durations, totals=slot.per_transport,
             )
             slot.worker, slot.sources = worker, own
             if slot.next is not None or slot.retired:  # asked while we were opening the transports
@@ -288,6 +289,16 @@ class InlineConsumers:
         for key, metric, kind, help_text in METRICS:
             samples = [({"consumer": name}, getattr(s, key)) for name, s in stats.items()]
             out.family(f"asyncsup_consumer_{metric}", kind, help_text, samples)
+        for index, what in enumerate(TransportTotals.KINDS):
+            per_transport = [
+                ({"consumer": name, "transport": transport}, counts[index])
+                for name, slot in self.slots.items()
+                for transport, counts in slot.per_transport.by_transport.items()
+            ]
+            out.family(
+                f"asyncsup_transport_messages_{what}_total", "counter",
+                f"Messages {what} per consumer and transport.", per_transport,
+            )
         series = [({"consumer": name}, slot.durations) for name, slot in self.slots.items()]
         out.histogram_family(
             "asyncsup_consumer_handler_duration_seconds", "How long handlers took (those that returned).",

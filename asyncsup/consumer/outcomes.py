@@ -23,7 +23,7 @@ import anyio
 from asyncsup.config import Consumer
 from asyncsup.consumer.envelope import Envelope, encode, new_id
 from asyncsup.consumer.retry import Verdict, decide, failure_headers
-from asyncsup.consumer.statistics import Durations
+from asyncsup.consumer.statistics import Durations, TransportTotals
 from asyncsup.errors import DecodeError
 from asyncsup.transports.base import Delivery, Transport
 
@@ -32,6 +32,9 @@ log = logging.getLogger("asyncsup.consumer")
 UNDECODABLE = "asyncsup.Undecodable"  # the type a message gets in the failure queue when its
 # bytes are not an envelope; the original bytes travel in headers.raw_base64
 LOG_ENVELOPE_LIMIT = 64 * 1024
+
+
+HANDLED, FAILED, RETRIED = range(3)  # TransportTotals.KINDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +57,11 @@ class Settler:
         sources: Sequence[Source],
         failure: Source | None,
         durations: Durations | None = None,
+        totals: TransportTotals | None = None,
     ):
         self.name = consumer.name
         self.durations = durations if durations is not None else Durations()
+        self.totals = totals if totals is not None else TransportTotals()
         self._policy = consumer.retry
         self._sources = sources
         self._failure = failure
@@ -134,6 +139,7 @@ class Settler:
                 await self._sources[i].transport.ack(batch)
                 self._settled(i, batch)
                 self.handled += len(batch)
+                self.totals.add(self._sources[i].name, HANDLED, len(batch))
         if timings:
             now = time.perf_counter()
             for message_type, started in timings:
@@ -163,6 +169,7 @@ class Settler:
         await self._sources[i].transport.requeue(delivery, encode(retry), delay=verdict.delay)
         self._settled(i, [delivery])
         self.retried += 1
+        self.totals.add(self._sources[i].name, RETRIED)
         # INFO, not debug: a retry is an event an operator wants to see, like a failure.
         log.info("%s: %s %s attempt %d failed, retrying in %.3gs: %s", self.name, envelope.type,
                  envelope.id, envelope.attempt, verdict.delay, verdict.reason)  # fmt: skip
@@ -192,6 +199,7 @@ class Settler:
         await source.transport.ack([delivery])
         self._settled(i, [delivery])
         self.failed += 1
+        self.totals.add(source.name, FAILED)
 
 
 def _failed_envelope(

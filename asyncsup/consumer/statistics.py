@@ -8,6 +8,22 @@ from dataclasses import dataclass
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+class TransportTotals:
+    """Messages handled, failed and retried per transport name, kept across a consumer's restarts
+    by whoever owns it (a counter per batch or per failure: nothing per handled message)."""
+
+    KINDS = ("handled", "failed", "retried")
+
+    def __init__(self) -> None:
+        self.by_transport: dict[str, list[int]] = {}
+
+    def __repr__(self) -> str:
+        return f"<TransportTotals {self.by_transport}>"
+
+    def add(self, transport: str, kind: int, count: int = 1) -> None:
+        self.by_transport.setdefault(transport, [0, 0, 0])[kind] += count
+
+
 class Durations:
     """How long handlers took (those that returned): a histogram, cheap enough for every message
     (one bisect), kept across a consumer's restarts by whoever owns it."""

@@ -33,7 +33,7 @@ from asyncsup.consumer.handlers import HandlerRegistry
 from asyncsup.consumer.limits import Limits, rss_bytes
 from asyncsup.consumer.outcomes import Settler, Source
 from asyncsup.consumer.retry import MAX_UNSETTLED_DELIVERIES
-from asyncsup.consumer.statistics import ConsumerStatistics, Durations, WorkerResult
+from asyncsup.consumer.statistics import ConsumerStatistics, Durations, TransportTotals, WorkerResult
 from asyncsup.errors import MessageError
 from asyncsup.lifecycle import Shutdown
 from asyncsup.transports.base import Delivery
@@ -58,6 +58,7 @@ class Worker:
         ack_delay: float = 0.005,
         stop_when: Callable[[], Awaitable[str]] | None = None,
         durations: Durations | None = None,
+        totals: TransportTotals | None = None,
     ) -> None:
         if not sources:
             raise ValueError("a consumer needs at least one transport")
@@ -73,7 +74,7 @@ class Worker:
         self._idle_wait = idle_wait
         self._ack_delay = ack_delay
         self._stop_when = stop_when  # returns why to stop (the fleet restart mark, restart_mark.py)
-        self._settler = Settler(consumer, self._sources, failure, durations)
+        self._settler = Settler(consumer, self._sources, failure, durations, totals)
         self._debug = log.isEnabledFor(logging.DEBUG)
         n = len(self._sources)
         self._queues: list[deque[Delivery]] = [deque() for _ in range(n)]

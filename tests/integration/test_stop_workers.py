@@ -204,6 +204,7 @@ def test_consumer_statistics_in_status_and_metrics(supervise: Harness) -> None:
     assert 'asyncsup_consumer_messages_failed_total{consumer="main"} 0' in lines
     assert 'asyncsup_consumer_in_flight{consumer="main"} 0' in lines
     assert 'asyncsup_queue_ready{queue="jobs"} 0' in lines
+    assert f'asyncsup_transport_messages_handled_total{{consumer="main",transport="jobs"}} {TOTAL}' in lines
     assert "# TYPE asyncsup_consumer_handler_duration_seconds histogram" in lines
     assert f'asyncsup_consumer_handler_duration_seconds_count{{consumer="main"}} {TOTAL}' in lines
     assert f'asyncsup_consumer_handler_duration_seconds_bucket{{consumer="main",le="+Inf"}} {TOTAL}' in lines
