@@ -180,11 +180,12 @@ def goals(rounds: Sequence[Run], cases: Sequence[Any], scale: int) -> list[str]:
         best = max(OURS, key=lambda o: median(rounds, o, "consume_rate") or 0.0)
         times = ratio(rounds, best, fastest)
         lines.append(f"- {best} vs the fastest peer here ({fastest}): {_x(times)} (the issue hoped for ~70x)")
-    publish = ratio(rounds, "asyncsup", "raw", "enqueue_rate", "publish_rate")
-    if publish is not None:
-        lines.append(
-            f"- publish (`send_batch`) >= 50% of raw pipelined XADD: {publish:.0%} -> {_met(publish >= 0.5)}"
-        )
+    sender = next((o for o in OURS if median(rounds, o, "enqueue_rate")), None)  # both enqueue the same way
+    publish = ratio(rounds, sender, "raw", "enqueue_rate", "publish_rate") if sender else None
+    if sender and publish is not None:
+        ours, xadd = _cell(rounds, sender, "enqueue_rate"), _cell(rounds, "raw", "publish_rate")
+        lines.append(f"- publish >= 50% of raw pipelined XADD: `send_batch` {ours} msg/s, XADD {xadd} msg/s: "
+                     f"{publish:.0%} -> {_met(publish >= 0.5)}")  # fmt: skip
     four = ratio(rounds, "scale-4", "scale-1")
     two = ratio(rounds, "scale-2", "scale-1")
     if scale and four is not None and two is not None:

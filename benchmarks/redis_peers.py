@@ -107,7 +107,9 @@ def _run(argv: list[str], what: str, timeout: float) -> None:
     except subprocess.TimeoutExpired as exc:
         raise RunFailed(f"{what}: no answer in {timeout:.0f} s") from exc
     if done.returncode != 0:
-        raise RunFailed(f"{what} failed: {' | '.join(done.stderr.strip().splitlines()[-3:])}")
+        lines = done.stderr.strip().splitlines()
+        errors = [line for line in lines if line.startswith("ERROR")] or lines[-3:]
+        raise RunFailed(f"{what} failed: {' | '.join(e[:160] for e in errors[-2:])}")
 
 
 def versions(python: str) -> dict[str, str]:
@@ -157,7 +159,10 @@ class Bench:
 
     def claim_db(self, force: bool) -> None:
         """Refuse a DB holding someone else's keys; then mark it as ours and empty it."""
-        size = self.client.dbsize()
+        try:
+            size = self.client.dbsize()
+        except redis.RedisError as exc:
+            raise SystemExit(f"no Redis at {self.url}: {exc}") from None
         if size and not self.client.exists(OWNER_KEY) and not force:
             raise SystemExit(f"{self.url} holds {size} keys that are not ours: pick an empty DB with "
                              "--redis redis://127.0.0.1:6379/N, or pass --force-db to empty it")  # fmt: skip
