@@ -52,9 +52,9 @@ class Probe:
         handled = next(self._counter)
         if handled == 1:
             now = self._start()
-        self.handled, self.last = handled, now
+        self.handled, self.last = handled, now  # at exit: the last values (threads may race here)
         if handled == self._expect or seq == self._last_seq:
-            self.report("expected" if handled == self._expect else "last-seq")
+            self.report("expected" if handled == self._expect else "last-seq", handled, now)
 
     def _start(self) -> float:
         if self._barrier:
@@ -65,15 +65,17 @@ class Probe:
         self.first = time.perf_counter()
         return self.first
 
-    def report(self, event: str) -> None:
+    def report(self, event: str, handled: int | None = None, last: float | None = None) -> None:
+        """Tell the harness; ``handled`` and ``last`` default to the latest values (at exit)."""
+        handled = self.handled if handled is None else handled
         usage = resource.getrusage(resource.RUSAGE_SELF)
         self._send({
             "event": event,
             "pid": os.getpid(),
-            "handled": self.handled,
+            "handled": handled,
             "first": self.first,
-            "last": self.last,
-            "cpu_s": time.process_time() - self.cpu_first if self.handled else 0.0,
+            "last": self.last if last is None else last,
+            "cpu_s": time.process_time() - self.cpu_first if handled else 0.0,
             "maxrss_mb": usage.ru_maxrss / 1024,
         })  # fmt: skip
 
