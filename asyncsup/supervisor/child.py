@@ -112,6 +112,7 @@ class Child:
                 continue
             status, was_up = await self._live()
             if self._stop.is_set():
+                self.last_exit = status  # `ctl status` shows how the stop ended (TERM, or KILL)
                 self._set(State.STOPPED, str(status))
                 continue
             await self._after_exit(status, was_up)
