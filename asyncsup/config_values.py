@@ -293,21 +293,20 @@ def regex(value: Value) -> re.Pattern[str]:
 
 def host_port(value: Value) -> tuple[str, int]:
     """'host:port' or '[v6addr]:port' with a port 1..65535."""
-    raw = value.raw
-    host, _, port = raw.rpartition(":") if isinstance(raw, str) else ("", "", "")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise value.expected('"host:port" with a port 1..65535')
-    return host, int(port)
+    return _address(value, 1, '"host:port" with a port 1..65535')
 
 
 def listen_address(value: Value) -> tuple[str, int]:
     """Like host_port, but port 0 is allowed: any free port, which the server logs."""
+    return _address(value, 0, '"host:port" like "127.0.0.1:9100" (port 0 = any free port)')
+
+
+def _address(value: Value, lowest_port: int, expectation: str) -> tuple[str, int]:
     raw = value.raw
     host, _, port = raw.rpartition(":") if isinstance(raw, str) else ("", "", "")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise value.expected('"host:port" like "127.0.0.1:9100" (port 0 = any free port)')
+    if not host or not port.isdigit() or not lowest_port <= int(port) <= 65535:
+        raise value.expected(expectation)
     return host, int(port)
 
 
