@@ -53,12 +53,9 @@ async def serve(config: Config, runtime: Runtime) -> int:
 
 def all_programs(config: Config) -> dict[str, Program]:
     """The programs of a config, consumers with processes = N included."""
-    programs = dict(config.programs)
-    with contextlib.suppress(ImportError):
-        from .consumer.service import consumer_programs
+    from .consumer.service import consumer_programs
 
-        programs.update(consumer_programs(config))
-    return programs
+    return {**config.programs, **consumer_programs(config)}
 
 
 def _inline_consumers(config: Config) -> list[str]:
@@ -66,10 +63,11 @@ def _inline_consumers(config: Config) -> list[str]:
 
 
 def make_fds_private() -> None:
-    """Mark every inherited fd above 2 close-on-exec, so children see only 0, 1 and 2.
+    """Mark every inherited fd above 2 close-on-exec, so no child sees them.
 
-    uvloop ignores close_fds (reference/PID1.md), so we cannot rely on the spawn to close them; fds
-    we open ourselves are already non-inheritable (PEP 446), only inherited ones need this.
+    Our own spawn (supervisor/spawn.py) closes them anyway; this covers the other spawns in our
+    process, such as an inline handler's subprocess on uvloop, which ignores close_fds
+    (reference/PID1.md). Fds we open ourselves are already non-inheritable (PEP 446).
     """
     try:
         fds = [int(name) for name in os.listdir("/proc/self/fd")]
