@@ -121,7 +121,7 @@ class Consumer:
     transports: tuple[str, ...]  # names from [transports], in priority order
     handlers: tuple[str, ...]  # importable module names whose @handler functions are registered
     concurrency: int = 16
-    prefetch: int = 0  # messages received ahead of a free slot; 0 = as many as concurrency
+    prefetch: int = 0  # messages received ahead of a free slot; 0 = auto (consumer/prefetch.py)
     lease: float = 30.0  # a received message is invisible to others this long, extended while handled
     failure_transport: str | None = None
     retry: RetryPolicy = RetryPolicy()

@@ -114,7 +114,7 @@ def _add_consume(parser: argparse.ArgumentParser) -> None:
     add("--consumer", help="run this [consumers.NAME] from the config")
     add("--handlers", help="comma-separated modules with @handler functions")
     add("--concurrency", type=_positive, help="handlers running at once (default 16)")
-    add("--prefetch", type=_non_negative, help="messages received ahead (default: = concurrency)")
+    add("--prefetch", type=_non_negative, help="messages received ahead (default 0: auto, ~50 ms of work)")
     add("--failure-transport", help="where messages that cannot be handled go")
     add("--limit", type=_non_negative, help="stop after this many messages")
     add("--time-limit", type=_duration, help="stop after this long (1h, 30m)")

@@ -39,6 +39,10 @@ class Durations:
         self.counts[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
         self.total += seconds
 
+    def snapshot(self) -> tuple[int, float]:
+        """(handlers observed, seconds in all): two snapshots give the mean in between."""
+        return sum(self.counts), self.total
+
     def cumulative(self) -> list[int]:
         """Counts per upper bound, +Inf last, as Prometheus wants them."""
         out, running = [], 0

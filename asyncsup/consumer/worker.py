@@ -32,6 +32,7 @@ from asyncsup.consumer.envelope import Envelope, decode
 from asyncsup.consumer.handlers import HandlerRegistry
 from asyncsup.consumer.limits import Limits, rss_bytes
 from asyncsup.consumer.outcomes import Settler, Source
+from asyncsup.consumer.prefetch import AutoPrefetch
 from asyncsup.consumer.retry import MAX_UNSETTLED_DELIVERIES
 from asyncsup.consumer.statistics import ConsumerStatistics, Durations, TransportTotals, WorkerResult
 from asyncsup.errors import MessageError
@@ -68,13 +69,15 @@ class Worker:
         self._shutdown = shutdown
         self._limits = Limits.of(consumer)
         self._concurrency = consumer.concurrency
-        self._capacity = consumer.concurrency + (consumer.prefetch or consumer.concurrency)
-        self._min_room = max(1, self._capacity // 4)  # refill in batches, not one by one
         self._lease = consumer.lease
         self._idle_wait = idle_wait
         self._ack_delay = ack_delay
         self._stop_when = stop_when  # returns why to stop (the fleet restart mark, restart_mark.py)
         self._settler = Settler(consumer, self._sources, failure, durations, totals)
+        self._auto = None
+        if not consumer.prefetch:
+            self._auto = AutoPrefetch(consumer.concurrency, self._settler.durations)
+        self._set_prefetch(consumer.prefetch or consumer.concurrency)
         self._debug = log.isEnabledFor(logging.DEBUG)
         n = len(self._sources)
         self._queues: list[deque[Delivery]] = [deque() for _ in range(n)]
@@ -255,6 +258,10 @@ class Worker:
 
     # --- intake --------------------------------------------------------------------------
 
+    def _set_prefetch(self, prefetch: int) -> None:
+        self._capacity = self._concurrency + prefetch
+        self._min_room = max(1, self._capacity // 4)  # refill in batches, not one by one
+
     def _room(self) -> int:
         room = self._capacity - self._buffered - self._running
         if self._limits.messages:
@@ -268,6 +275,8 @@ class Worker:
     async def _intake(self) -> None:
         try:
             while not self._stopped.is_set():
+                if self._auto is not None:  # prefetch = 0: sized by how fast handlers run
+                    self._set_prefetch(self._auto.update())
                 if not self._intake_ready():
                     room = self._room_event = anyio.Event()
                     await room.wait()
