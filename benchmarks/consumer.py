@@ -8,11 +8,16 @@ and RSS are its own), on a fresh SQLite file, one consumer process:
 - asyncsup memory://: enqueue and consume in one process (the queue lives in it); the full path:
   receive, envelope decode, registry lookup, body decode into a dataclass, handler call, batched ack.
 - asyncsup sqlite://: `Sender.send_batch` to enqueue; `Worker` (what `asyncsup consume` runs) to
-  consume, with the default concurrency (16) and prefetch 500 / the default prefetch.
+  consume, with the defaults (concurrency 16, prefetch auto) and with a fixed prefetch of 500.
 - huey (SQLite storage), installed into benchmarks/.cache/huey-venv: `task()` per message to enqueue,
   the consumer's worker loop (one worker) to consume.
-- raw sqlite3: insert in batches of 500; claim 500 + delete in one transaction: the ceiling of any
-  SQLite queue written in Python.
+- raw sqlite3: insert in batches of 500; claim 500 + delete in one transaction, in the table and
+  index of the SQLite transport (a queue column, an index on (queue, available_at): what lets
+  several queues share a file and a receive stay fast behind a million delayed messages). The
+  ceiling of any SQLite queue written in Python; the goal is measured against it.
+- raw sqlite3, bare table: the same loop on a table with no queue column and no index (it finds
+  ready rows by scanning the rowid order, which a queue with delayed messages cannot do): shown
+  for reference, how much the index costs.
 
 Consume rate = messages / (worker start -> last message done). Median of the rounds; ratios are
 medians of per-round ratios, which hold better than absolute numbers on a noisy machine.
@@ -35,7 +40,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 HUEY_VENV = HERE / ".cache" / "huey-venv"
-CASES = ("asyncsup-memory", "asyncsup-sqlite", "asyncsup-sqlite-default", "huey-sqlite", "raw-sqlite3")
+CASES = (
+    "asyncsup-memory",
+    "asyncsup-sqlite",
+    "asyncsup-sqlite-prefetch500",
+    "huey-sqlite",
+    "raw-sqlite3",
+    "raw-sqlite3-bare",
+)
 
 
 def cpu() -> float:
@@ -84,7 +96,7 @@ def child_asyncsup(case: str, phase: str, db: str, n: int) -> dict[str, float]:
                 return out
         registry = HandlerRegistry()
         registry.add(ping)
-        prefetch = 0 if case == "asyncsup-sqlite-default" else 500
+        prefetch = 500 if case == "asyncsup-sqlite-prefetch500" else 0
         consumer = Consumer("bench", ("bench",), (), concurrency=16, prefetch=prefetch, limit=n)
         transport = open_transport(url)
         worker = Worker(consumer, [Source("bench", transport)], registry, shutdown=Shutdown(30))
@@ -125,30 +137,48 @@ def child_huey(phase: str, db: str, n: int) -> dict[str, float]:
     return {"consume_s": time.perf_counter() - t0, "cpu_s": cpu() - c0, "rss_mb": rss_mb()}
 
 
-def child_raw(phase: str, db: str, n: int) -> dict[str, float]:
+# The bare table: no queue column, no index. Ready rows are found by walking the rowid order.
+BARE_SCHEMA = ("CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY, data BLOB, available_at REAL)",)
+BARE_SQL = (
+    "INSERT INTO q (data, available_at) VALUES (?, ?)",
+    "SELECT id, data FROM q WHERE available_at <= ? ORDER BY id LIMIT 500",
+    "DELETE FROM q WHERE id = ?",
+)
+
+
+def child_raw(case: str, phase: str, db: str, n: int) -> dict[str, float]:
     import sqlite3
 
+    sys.path.insert(0, str(ROOT))
+    from asyncsup.transports._sqlite_store import SCHEMA, TABLE
+
+    if case == "raw-sqlite3-bare":
+        schema, (insert, select, delete), key = BARE_SCHEMA, BARE_SQL, ()
+    else:  # the transport's own table and index, and the query its receive runs
+        schema, key = SCHEMA, ("bench",)
+        insert = f"INSERT INTO {TABLE} (queue, body, available_at, created_at) VALUES (?, ?, ?, 0)"
+        select = (f"SELECT id, body FROM {TABLE} WHERE queue = ? AND available_at <= ?"
+                  " ORDER BY available_at, id LIMIT 500")  # fmt: skip
+        delete = f"DELETE FROM {TABLE} WHERE id = ?"
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY, data BLOB, available_at REAL)")
+    for statement in schema:
+        conn.execute(statement)
     if phase == "enqueue":
         body = b'{"id":"0123456789abcdef01234567","type":"Ping","version":1,"body":{"n":1},"headers":{}}'
         t0 = time.perf_counter()
         for start in range(0, n, 500):
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT INTO q (data, available_at) VALUES (?, ?)",
-                             [(body, 0.0)] * min(500, n - start))  # fmt: skip
+            conn.executemany(insert, [(*key, body, 0.0)] * min(500, n - start))
             conn.execute("COMMIT")
         return {"enqueue_s": time.perf_counter() - t0}
     c0, t0 = cpu(), time.perf_counter()
     done = 0
     while done < n:
         conn.execute("BEGIN IMMEDIATE")
-        rows = conn.execute(
-            "SELECT id, data FROM q WHERE available_at <= ? ORDER BY id LIMIT 500", (time.time(),)
-        ).fetchall()
-        conn.executemany("DELETE FROM q WHERE id = ?", [(r[0],) for r in rows])
+        rows = conn.execute(select, (*key, time.time())).fetchall()
+        conn.executemany(delete, [(r[0],) for r in rows])
         conn.execute("COMMIT")
         done += len(rows)
     return {"consume_s": time.perf_counter() - t0, "cpu_s": cpu() - c0, "rss_mb": rss_mb()}
@@ -160,7 +190,7 @@ def child_main(case: str, phase: str, db: str, n: int) -> None:
     elif case == "huey-sqlite":
         out = child_huey(phase, db, n)
     else:
-        out = child_raw(phase, db, n)
+        out = child_raw(case, phase, db, n)
     print(json.dumps(out))
 
 
