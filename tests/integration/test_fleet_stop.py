@@ -12,13 +12,13 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import job_handlers
 import pytest
 from test_consume_cli import Proc
 
@@ -32,30 +32,6 @@ if TYPE_CHECKING:
 WAIT = 30.0
 NOT_REDIS = "stop-workers needs a Redis transport; for one host use `asyncsup ctl stop-workers`"
 SET = r"restart mark set on redis://127\.0\.0\.1:\d+/0 \(key .*:restart\) at [-\d: .]+ UTC"
-
-HANDLERS = """
-import os
-import sqlite3
-import sys
-
-import anyio
-
-from asyncsup import handler
-
-VERSION = {version}
-
-
-@handler("Job")
-async def job(body: dict) -> None:
-    sys.stdout.write(f"v{{VERSION}} started {{body['n']}}\\n")
-    sys.stdout.flush()
-    await anyio.sleep(body["sleep"])
-    with sqlite3.connect({db!r}, timeout=30) as db:
-        db.execute("CREATE TABLE IF NOT EXISTS handled (n INTEGER, version INTEGER, pid INTEGER)")
-        db.execute("INSERT INTO handled VALUES (?, ?, ?)", (body["n"], VERSION, os.getpid()))
-    sys.stdout.write(f"v{{VERSION}} done {{body['n']}}\\n")
-    sys.stdout.flush()
-"""
 
 CONFIG = """
 [asyncsup]
@@ -98,8 +74,7 @@ def app(folder: Path, prefix: str, base: str = redis_rig.REDIS_URL, **options: s
 
 
 def write_handlers(folder: Path, version: int) -> None:
-    text = HANDLERS.format(version=version, db=str(folder / "handled.db"))
-    (folder / "fleet_handlers.py").write_text(text)
+    job_handlers.write(folder, "fleet_handlers", version)
 
 
 def asyncsup(cwd: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -129,9 +104,7 @@ def stop_workers(cwd: Path, *args: str) -> str:
     return lines[0]
 
 
-def handled(folder: Path) -> list[tuple[int, int, int]]:
-    with sqlite3.connect(folder / "handled.db") as db:
-        return sorted(db.execute("SELECT n, version, pid FROM handled").fetchall())
+handled = job_handlers.handled
 
 
 def logged(proc: Proc, text: str) -> bool:

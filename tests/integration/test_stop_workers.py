@@ -12,13 +12,13 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import job_handlers
 from prometheus_client.parser import text_string_to_metric_families
 
 if TYPE_CHECKING:
@@ -27,29 +27,6 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 20.0
 TOTAL = 24
-
-HANDLERS = """
-import sqlite3
-import sys
-
-import anyio
-
-from asyncsup import handler
-
-VERSION = {version}
-
-
-@handler("Job")
-async def job(body: dict) -> None:
-    sys.stdout.write(f"v{{VERSION}} started {{body['n']}}\\n")
-    sys.stdout.flush()
-    await anyio.sleep(0.2)
-    with sqlite3.connect({db!r}) as db:
-        db.execute("CREATE TABLE IF NOT EXISTS handled (n INTEGER, version INTEGER)")
-        db.execute("INSERT INTO handled VALUES (?, ?)", (body["n"], VERSION))
-    sys.stdout.write(f"v{{VERSION}} done {{body['n']}}\\n")
-    sys.stdout.flush()
-"""
 
 CONFIG = """
 [asyncsup]
@@ -92,9 +69,7 @@ def pids(config: Path) -> dict[str, Any]:
 
 
 def write_handlers(folder: Path, version: int) -> None:
-    (folder / "deploy_handlers.py").write_text(
-        HANDLERS.format(version=version, db=str(folder / "handled.db"))
-    )
+    job_handlers.write(folder, "deploy_handlers", version)
 
 
 def start(supervise: Harness, extra: str = "") -> tuple[Asyncsup, Path]:
@@ -111,8 +86,7 @@ def start(supervise: Harness, extra: str = "") -> tuple[Asyncsup, Path]:
 
 
 def handled(folder: Path) -> list[tuple[int, int]]:
-    with sqlite3.connect(folder / "handled.db") as db:
-        return sorted(db.execute("SELECT n, version FROM handled").fetchall())
+    return [(n, version) for n, version, _ in job_handlers.handled(folder)]
 
 
 def test_stop_workers_drains_in_flight_messages_and_restarts_with_new_code(supervise: Harness) -> None:
