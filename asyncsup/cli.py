@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config")
     check.set_defaults(func=cmd_check)
 
+    convert = sub.add_parser("from-supervisord", help="convert a supervisord.conf to an asyncsup config")
+    convert.add_argument("ini", help="the supervisord config file (its [include] files are read too)")
+    convert.add_argument("-o", "--output", help="write the TOML here (a new file) instead of stdout")
+    convert.set_defaults(func=cmd_from_supervisord)
+
     with contextlib.suppress(ImportError):
         from .consumer.commands import add_commands
 
@@ -75,6 +80,27 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     print(json.dumps(describe(config), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_from_supervisord(args: argparse.Namespace) -> int:
+    from .supervisord_ini import check_loads, convert, to_toml
+
+    converted = convert(args.ini)
+    text = to_toml(converted, args.ini)
+    problem = check_loads(text, args.output or "asyncsup.toml")
+    if args.output:
+        try:
+            with open(args.output, "x", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            raise ConfigError(args.output, "", f"cannot write it: {exc.strerror}") from None
+    else:
+        sys.stdout.write(text)
+    print(f"asyncsup: converted {len(converted.programs)} program(s) from {args.ini}; "
+          f"{len(converted.notes)} note(s) in the output say what differs", file=sys.stderr)  # fmt: skip
+    if problem:
+        print(f"asyncsup: warning: on this machine the result does not load: {problem}", file=sys.stderr)
     return 0
 
 
