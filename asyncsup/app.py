@@ -11,6 +11,7 @@ import anyio
 from . import signals
 from ._version import __version__
 from .config import Config, Program
+from .consumer.depths import QueueDepths
 from .consumer.inline import InlineConsumers
 from .control.plane import ControlPlane
 from .control.reload import Reloader
@@ -29,7 +30,8 @@ async def serve(config: Config, runtime: Runtime) -> int:
     control = ControlPlane(config, supervisor, shutdown, reloader=reloader)
     control.add_statistics("consumer", consumers.statistics, export=False)
     control.add_metrics(consumers.write_metrics)
-    control.add_statistics("queue", consumers.queue_counts)
+    depths = QueueDepths(lambda: reloader.config, consumers.transports_in_use)
+    control.add_statistics("queue", depths.counts)
     # Bound before anything starts (a second asyncsup on the socket stops here), closed last.
     async with control.listening(), anyio.create_task_group() as root:
         root.start_soon(shutdown.enforce_deadline, name="shutdown deadline")
@@ -47,6 +49,7 @@ async def serve(config: Config, runtime: Runtime) -> int:
                 work.start_soon(supervisor.run, name="supervisor")
                 work.start_soon(consumers.run, name="consumers")
         root.cancel_scope.cancel()
+    await depths.close()
     log.info("asyncsup stopped (%s), exit code %d", shutdown.reason or "no reason", shutdown.exit_code)
     return shutdown.exit_code
 

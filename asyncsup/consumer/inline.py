@@ -45,12 +45,11 @@ if TYPE_CHECKING:
     from asyncsup.consumer.outcomes import Source
     from asyncsup.consumer.worker import Worker
     from asyncsup.control.metrics import Exposition
-    from asyncsup.transports.base import QueueCounts
+    from asyncsup.transports.base import Transport
 
 log = logging.getLogger("asyncsup.consumer")
 
 CRASH_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before restarting a consumer that failed
-COUNTS_WAIT = 2.0
 METRICS = (  # (field, metric, type, help): counters are summed over a consumer's Workers
     ("handled", "messages_handled_total", "counter", "Messages handled and acked."),
     ("failed", "messages_failed_total", "counter", "Messages sent to the failure queue (or dropped)."),
@@ -273,15 +272,9 @@ class InlineConsumers:
     def statistics(self) -> dict[str, InlineStatistics]:
         return {name: _statistics(slot) for name, slot in self.slots.items()}
 
-    async def queue_counts(self) -> dict[str, QueueCounts]:
-        """Ready, leased and delayed messages of each transport an inline consumer has open."""
-        counts: dict[str, QueueCounts] = {}
-        for slot in list(self.slots.values()):
-            for source in slot.sources:
-                if source.name not in counts:
-                    with anyio.move_on_after(COUNTS_WAIT):  # status must answer even if a broker hangs
-                        counts[source.name] = await source.transport.counts()
-        return counts
+    def transports_in_use(self) -> dict[str, Transport]:
+        """The transports the inline consumers have open now, by name (for queue depths)."""
+        return {source.name: source.transport for slot in self.slots.values() for source in slot.sources}
 
     def write_metrics(self, out: Exposition) -> None:
         """Counters per consumer, summed over its Workers (a restart does not reset them)."""
