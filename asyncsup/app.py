@@ -30,6 +30,7 @@ async def serve(config: Config, runtime: Runtime) -> int:
     control = ControlPlane(config, supervisor, shutdown, reloader=reloader)
     control.add_statistics("consumer", consumers.statistics, export=False)
     control.add_metrics(consumers.write_metrics)
+    control.add_command("report", consumers.reports.record)
     depths = QueueDepths(lambda: reloader.config, consumers.transports_in_use)
     control.add_statistics("queue", depths.counts)
     # Bound before anything starts (a second asyncsup on the socket stops here), closed last.

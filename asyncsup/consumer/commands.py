@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -22,6 +22,9 @@ from asyncsup.config import Config, Consumer
 from asyncsup.consumer import admin
 from asyncsup.errors import ConfigError
 from asyncsup.lifecycle import Shutdown
+
+if TYPE_CHECKING:
+    from asyncsup.consumer.worker import Worker
 
 # The consumer's machinery (envelope, transports, worker) is imported when a command runs, not
 # when `asyncsup run` builds its parser: a supervisor without consumers should not pay for it.
@@ -194,9 +197,24 @@ async def _consume(config: Config | None, consumer: Consumer, registry: Any, dra
             stop_when = marks.wait_stop if marks else None  # the fleet's stop-workers
             worker = Worker(consumer, sources[: len(names)], registry, shutdown=shutdown,
                             failure=failure, stop_when=stop_when)  # fmt: skip
-            await worker.run()
+            await _run_reporting(worker)
         tg.cancel_scope.cancel()
     return 0  # a limit, a shutdown or stop-workers: either way the supervisor starts a fresh one
+
+
+async def _run_reporting(worker: Worker) -> None:
+    """Run the worker; under `asyncsup run` (processes = N), report its counters to the parent."""
+    from asyncsup.consumer.reports import REPORT_TO, report_while_running, send_report
+
+    report_to = os.environ.get(REPORT_TO)
+    if not report_to:
+        await worker.run()
+        return
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(report_while_running, report_to, worker)
+        await worker.run()
+        tg.cancel_scope.cancel()
+    await send_report(report_to, worker)  # the final counters, acks flushed
 
 
 async def _watch_signals(shutdown: Shutdown) -> None:

@@ -35,6 +35,7 @@ from anyio.abc import TaskGroup
 
 from asyncsup._aio import race
 from asyncsup.config import Config, Consumer
+from asyncsup.consumer.reports import ChildReports, ConsumerTotals
 from asyncsup.consumer.statistics import DURATION_BUCKETS, Durations, TransportTotals
 from asyncsup.errors import AsyncsupError, ConfigError
 from asyncsup.lifecycle import Shutdown
@@ -58,18 +59,6 @@ METRICS = (  # (field, metric, type, help): counters are summed over a consumer'
     ("in_flight", "in_flight", "gauge", "Messages being handled, or received and waiting for a worker."),
     ("restarts", "restarts_total", "counter", "Restarts: limits, reloads, deploys, failures."),
 )
-
-
-@dataclass(frozen=True)
-class InlineStatistics:
-    """One inline consumer, over every Worker it ran since asyncsup started."""
-
-    handled: int
-    failed: int
-    retried: int
-    released: int
-    in_flight: int  # handlers running now plus messages received and waiting for a free worker
-    restarts: int  # new Workers: limits, reloads, deploys, crashes
 
 
 @dataclass
@@ -100,6 +89,7 @@ class InlineConsumers:
         self.config = config
         self.shutdown = shutdown
         self.slots: dict[str, _Slot] = {}
+        self.reports = ChildReports()  # from the `processes = N` consumers' children
         self._tg: TaskGroup | None = None
         self._running = anyio.Event()
         self._changing = anyio.Lock()  # ctl's and the fleet's stop-workers must not interleave
@@ -269,8 +259,10 @@ class InlineConsumers:
 
     # -- statistics ------------------------------------------------------------------------------------
 
-    def statistics(self) -> dict[str, InlineStatistics]:
-        return {name: _statistics(slot) for name, slot in self.slots.items()}
+    def statistics(self) -> dict[str, ConsumerTotals]:
+        """Every consumer: inline ones from their Workers, `processes = N` ones from their reports."""
+        inline = {name: _statistics(slot) for name, slot in self.slots.items()}
+        return {**self.reports.statistics(), **inline}
 
     def transports_in_use(self) -> dict[str, Transport]:
         """The transports the inline consumers have open now, by name (for queue depths)."""
@@ -299,7 +291,7 @@ class InlineConsumers:
         )
 
 
-def _statistics(slot: _Slot) -> InlineStatistics:
+def _statistics(slot: _Slot) -> ConsumerTotals:
     handled, failed, retried, released = slot.totals
     in_flight = 0
     if slot.worker is not None:
@@ -307,7 +299,7 @@ def _statistics(slot: _Slot) -> InlineStatistics:
         handled, failed, retried = handled + now.handled, failed + now.failed, retried + now.retried
         released += now.released
         in_flight = now.running + now.buffered
-    return InlineStatistics(handled, failed, retried, released, in_flight, slot.restarts)
+    return ConsumerTotals(handled, failed, retried, released, in_flight, slot.restarts)
 
 
 ConsumerDiff = tuple[list[str], list[str], dict[str, list[str]]]

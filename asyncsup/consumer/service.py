@@ -13,6 +13,8 @@ import sys
 
 from asyncsup.config import Config, Program
 from asyncsup.consumer.inline import InlineConsumers
+from asyncsup.consumer.reports import REPORT_TO
+from asyncsup.control.address import server_socket
 from asyncsup.lifecycle import Shutdown
 
 
@@ -32,6 +34,7 @@ def consumer_programs(config: Config) -> dict[str, Program]:
                 restart_on_deploy=True,  # stop-workers: SIGTERM one copy at a time, it drains
                 startretries=None,
                 stop_timeout=config.settings.shutdown_timeout,
+                environment={REPORT_TO: str(server_socket(config)[0])},  # counters for ctl status
             )
     return programs
 

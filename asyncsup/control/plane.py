@@ -27,7 +27,7 @@ from ..lifecycle import Shutdown
 from ..supervisor.service import Supervisor
 from ..supervisor.states import State
 from .address import server_socket
-from .commands import Commands
+from .commands import Commands, Handler
 from .http import HttpServer, Response, Route
 from .lag import LoopLag
 from .metrics import CONTENT_TYPE, Exposition, Snapshot, render
@@ -68,6 +68,10 @@ class ControlPlane:
         """Show `provider()` ({name: statistics dataclass}) in `ctl status`, and in /metrics as `kind`
         gauges unless `export` is False."""
         self._providers.append((kind, provider, export))
+
+    def add_command(self, name: str, handler: Handler) -> None:
+        """A command of the control socket that another part answers (consumer children's `report`)."""
+        self.server.commands.table[name] = handler
 
     def add_metrics(self, writer: MetricsWriter) -> None:
         """`writer(exposition)` adds its own metric families to /metrics (counters, labels of its own)."""
