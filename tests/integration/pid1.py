@@ -238,7 +238,7 @@ class Namespace:
         return kids[0] if kids else None
 
     def write_tty(self, data: bytes) -> None:
-        """Type on the terminal (tty mode): b"\\x03" is a ^C."""
+        """Type on the terminal (tty mode): b"\\x03" is a ^C, b"\\x1a" a ^Z."""
         assert self.tty is not None, "not started with tty=True"
         os.write(self.tty, data)
 
@@ -335,11 +335,11 @@ class Namespace:
 
 
 def _tty_lines(master: int) -> Iterator[bytes]:
-    """Lines read from a pty master, without the \\r and the echoed ^C; ends at EIO (hung up)."""
+    """Lines read from a pty master, without the \\r and the echoed ^C and ^Z; ends at EIO (hung up)."""
     reader = open(master, "rb", buffering=0, closefd=False)  # noqa: SIM115
     with contextlib.suppress(OSError), reader:
         for line in reader:
-            yield line.replace(b"\r", b"").replace(b"^C", b"")
+            yield line.replace(b"\r", b"").replace(b"^C", b"").replace(b"^Z", b"")
 
 
 # -- asyncsup as PID 1 ----------------------------------------------------------------------------
@@ -376,3 +376,55 @@ def run_asyncsup(
 
 def signal_name(sig: int) -> str:
     return signal.Signals(sig).name
+
+
+# -- configs for the conformance cases -------------------------------------------------------------
+
+LOOPS = ["asyncio", "uvloop"]
+MODES = {"shim": (), "in-process": ("--no-shim",)}
+ORPHAN = r"INFO asyncsup\.reaper: reaped orphan pid \d+ \((?P<status>[^)]*)\)"
+HEADER = '[asyncsup]\nshutdown_timeout = "10s"\n'
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, str) and value.startswith("["):  # already a TOML list (child())
+        return value
+    return json.dumps(value)
+
+
+def program(name: str, command: Any, **keys: Any) -> str:
+    """One [programs.NAME] table; commands given as a list or as a shell line for `sh -c`."""
+    if isinstance(command, str) and not command.startswith("["):
+        command = ["sh", "-c", command]
+    keys = {"startsecs": 0, "autorestart": "never", "stop_timeout": "2s", **keys}
+    lines = [f"[programs.{name}]", f"command = {toml_value(command)}"]
+    lines += [f"{key} = {toml_value(value)}" for key, value in keys.items()]
+    return "\n".join(lines) + "\n"
+
+
+def start(tmp_path: Path, loop: str, mode: str, *programs: str, **kw: Any) -> Namespace:
+    header = kw.pop("header", HEADER)
+    flags = (*MODES[mode], *kw.pop("flags", ()))
+    return run_asyncsup(tmp_path, header + "\n".join(programs), loop, *flags, **kw)
+
+
+def orphan_statuses(ns: Namespace) -> list[str]:
+    return [re.search(ORPHAN, line)["status"] for line in ns.lines() if re.search(ORPHAN, line)]  # type: ignore[index]
+
+
+def stop(ns: Namespace, expected: int = 0) -> None:
+    """SIGTERM from the host (`docker stop`) and the exit status it must give."""
+    ns.kill(signal.SIGTERM)
+    assert ns.wait() == expected, "\n".join(ns.lines()[-30:])
+
+
+def assert_clean_log(ns: Namespace) -> None:
+    text = "\n".join(ns.lines())
+    for bad in ("Traceback", "Unknown child process", "already read", "returncode 255"):
+        assert bad not in text, f"{bad!r} in asyncsup's log:\n{text}"

@@ -19,28 +19,31 @@ from typing import Any
 
 import pytest
 from pid1 import (
+    HEADER,
+    LOOPS,
+    MODES,
+    ORPHAN,
     PYTHON,
     ROOT,
     Namespace,
     alive,
+    assert_clean_log,
     asyncsup_argv,
     asyncsup_env,
     child,
     cmdline,
+    orphan_statuses,
     proc_state,
     proc_status,
+    program,
     require_pid1_support,
-    run_asyncsup,
+    start,
+    stop,
     wait_until,
     write_config,
 )
 
 pytestmark = pytest.mark.pid1
-
-LOOPS = ["asyncio", "uvloop"]
-MODES = {"shim": (), "in-process": ("--no-shim",)}
-ORPHAN = r"INFO asyncsup\.reaper: reaped orphan pid \d+ \((?P<status>[^)]*)\)"
-HEADER = '[asyncsup]\nshutdown_timeout = "10s"\n'
 
 
 @pytest.fixture(autouse=True)
@@ -56,50 +59,6 @@ def loop(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(params=list(MODES))
 def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, str) and value.startswith("["):  # already a TOML list (child())
-        return value
-    return json.dumps(value)
-
-
-def program(name: str, command: Any, **keys: Any) -> str:
-    """One [programs.NAME] table; commands given as a list or as a shell line for `sh -c`."""
-    if isinstance(command, str) and not command.startswith("["):
-        command = ["sh", "-c", command]
-    keys = {"startsecs": 0, "autorestart": "never", "stop_timeout": "2s", **keys}
-    lines = [f"[programs.{name}]", f"command = {toml_value(command)}"]
-    lines += [f"{key} = {toml_value(value)}" for key, value in keys.items()]
-    return "\n".join(lines) + "\n"
-
-
-def start(tmp_path: Path, loop: str, mode: str, *programs: str, **kw: Any) -> Namespace:
-    header = kw.pop("header", HEADER)
-    flags = (*MODES[mode], *kw.pop("flags", ()))
-    return run_asyncsup(tmp_path, header + "\n".join(programs), loop, *flags, **kw)
-
-
-def orphan_statuses(ns: Namespace) -> list[str]:
-    return [re.search(ORPHAN, line)["status"] for line in ns.lines() if re.search(ORPHAN, line)]  # type: ignore[index]
-
-
-def stop(ns: Namespace, expected: int = 0) -> None:
-    """SIGTERM from the host (`docker stop`) and the exit status it must give."""
-    ns.kill(signal.SIGTERM)
-    assert ns.wait() == expected, "\n".join(ns.lines()[-30:])
-
-
-def assert_clean_log(ns: Namespace) -> None:
-    text = "\n".join(ns.lines())
-    for bad in ("Traceback", "Unknown child process", "already read", "returncode 255"):
-        assert bad not in text, f"{bad!r} in asyncsup's log:\n{text}"
 
 
 # -- reaping ----------------------------------------------------------------------------------------
