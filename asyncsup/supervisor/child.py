@@ -97,6 +97,8 @@ class Child:
     def stop(self) -> None:
         self._wanted.clear()
         self._stop.set()
+        if not self.state.is_up:  # no process to stop, but what the last one left goes too (PID1 #21)
+            self._kill_leftovers()
 
     def send_signal(self, signum: int) -> None:
         if self.process is not None and self.state.is_up:
@@ -300,13 +302,18 @@ class Child:
         return ExitStatus.from_returncode(returncode)
 
     def _kill_leftovers(self) -> None:
-        """Before the next copy starts, kill what the last one left in its process group.
+        """Before the next copy starts, or at a stop, kill what the last one left in its group.
 
         Not at exit: an orphan that outlives its parent is reaped with its own status (PID 1 duty).
-        But a restart must not run beside a stray consumer of the previous copy.
+        But a restart must not run beside a stray consumer of the previous copy, and a stopped
+        program must not leave one running (when asyncsup is not PID 1, nothing else would end it).
         """
         group, self._last_group = self._last_group, None
-        if group is not None and _killpg(group, signal.SIGKILL):
+        # The leader was reaped, so a process with its pid now is a newcomer, and the kernel reuses
+        # a pid only once no group bears its number: the old group is gone, this one a stranger's.
+        if group is None or _exists(group):
+            return
+        if _killpg(group, signal.SIGKILL):
             log.warning("%s: killed what the previous copy left in process group %d", self.name, group)
 
     async def _drain_output(self) -> None:
@@ -348,6 +355,16 @@ def _apply(env: dict[str, str], changes: Mapping[str, str | None]) -> dict[str, 
 def _kill(pid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _killpg(pid: int, signum: int) -> bool:
