@@ -33,6 +33,8 @@ async def serve(config: Config, runtime: Runtime) -> int:
     control.add_command("report", consumers.reports.record)
     depths = QueueDepths(lambda: reloader.config, consumers.transports_in_use)
     control.add_statistics("queue", depths.counts)
+    if signals.on_uvloop():  # made now, before the consumers import any handler code
+        control.lag.on_beat(signals.SigchldWatch().check)
     # Bound before anything starts (a second asyncsup on the socket stops here), closed last.
     async with control.listening(), anyio.create_task_group() as root:
         root.start_soon(shutdown.enforce_deadline, name="shutdown deadline")

@@ -8,6 +8,9 @@ Every other catchable asynchronous signal gets a logging handler, because in shi
 and no longer protected like PID 1: an unhandled SIGUSR1 or SIGALRM would kill us. We install
 handlers rather than SIG_IGN on purpose: an ignored disposition is inherited by every child we spawn,
 a handler is reset at exec.
+
+SIGCHLD is not ours to handle: our children are watched through pidfds. On uvloop it belongs to
+libuv, and user code that replaces it hangs asyncio subprocesses; SigchldWatch says so.
 """
 
 from __future__ import annotations
@@ -108,3 +111,48 @@ def _on_reserved(sig: signal.Signals, forward: Callable[[int], int], intent: Req
 
 def _on_harmless(sig: signal.Signals) -> None:
     log.info("%s received: ignored", sig.name)
+
+
+class SigchldWatch:
+    """On uvloop, reports user code that installs a SIGCHLD handler, instead of a silent hang.
+
+    libuv learns that a child of ``asyncio.create_subprocess_exec`` exited from its own SIGCHLD
+    handler. ``signal.signal(SIGCHLD, h)`` in an inline handler (or a library it uses) while such
+    a child lives replaces it, and from then on ``await proc.wait()`` never returns (PID1.md §0).
+    Nothing can refuse the call (``signal.signal`` has no hook, not even an audit event) and
+    libuv's handler cannot be put back from Python, so we look at every beat of the lag watchdog
+    and log the culprit once. asyncsup's own programs are watched through pidfds: not affected.
+    Make it before any user code runs: what it sees then is what it expects.
+    """
+
+    def __init__(self) -> None:
+        self._expected = self._seen = signal.getsignal(signal.SIGCHLD)
+
+    def __repr__(self) -> str:
+        return f"<SigchldWatch expecting {_handler_name(self._expected)}, seen {_handler_name(self._seen)}>"
+
+    def check(self) -> None:
+        current = signal.getsignal(signal.SIGCHLD)
+        if current == self._seen:
+            return
+        self._seen = current
+        if current != self._expected:
+            log.error(
+                "a SIGCHLD handler %s was installed in asyncsup's process: on uvloop it replaces the "
+                "loop's own, and asyncio subprocesses of inline handlers never report their exit "
+                "(await proc.wait() hangs); asyncsup's programs are not affected. Remove it, or run "
+                "with --loop asyncio",
+                _handler_name(current),
+            )
+
+
+def on_uvloop() -> bool:
+    return type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+
+
+def _handler_name(handler: object) -> str:
+    """`module.qualname` of a Python handler; SIG_DFL, SIG_IGN or None as they are."""
+    if isinstance(handler, signal.Handlers) or handler is None:
+        return str(getattr(handler, "name", handler))
+    module, name = getattr(handler, "__module__", None), getattr(handler, "__qualname__", None)
+    return f"{module}.{name}" if module and name else repr(handler)

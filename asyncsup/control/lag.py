@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -50,10 +51,15 @@ class LoopLag:
         self._beat = threading.Event()  # set by the loop at every tick, awaited by the watcher
         self._culprit: str | None = None  # where the loop thread was while it was late
         self._running = False
+        self._checks: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         last, worst = self._last * 1000, self._max * 1000
         return f"<LoopLag last {last:.1f}ms, max {worst:.1f}ms, {self._blocked} times blocked>"
+
+    def on_beat(self, check: Callable[[], None]) -> None:
+        """Call `check()` on the loop at every beat: for cheap checks of state that has no event."""
+        self._checks.append(check)
 
     async def run(self) -> None:
         self._running = True
@@ -67,6 +73,8 @@ class LoopLag:
                 await anyio.sleep(self.interval)
                 self._beat.set()
                 self.record(max(0.0, anyio.current_time() - start - self.interval))
+                for check in self._checks:
+                    check()
         finally:
             self._running = False
             self._beat.set()
