@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from asyncsup._proc import pid_exists
 from asyncsup.errors import ControlError
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ class ChildReports:
         totals: dict[str, ConsumerTotals] = {}
         for (consumer, _), process in self._processes.items():
             handled, failed, retried, released = (process.carried[k] + process.last[k] for k in COUNTERS)
-            in_flight = process.last["in_flight"] if _alive(process.pid) else 0
+            in_flight = process.last["in_flight"] if pid_exists(process.pid) else 0
             mine = ConsumerTotals(handled, failed, retried, released, in_flight, process.restarts)
             before = totals.get(consumer)
             totals[consumer] = mine if before is None else _add(before, mine)
@@ -109,16 +110,6 @@ def _count(counters: Mapping[str, Any], key: str) -> int:
     if type(value) is not int or value < 0:
         raise ControlError(f"counter {key!r} must be an integer >= 0, got {value!r}", "bad_arguments")
     return value
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's (a `user =` program): still ours to count
-        return True
-    return True
 
 
 # --- the child's side -------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import anyio
 
 from .._aio import race
+from .._proc import pid_exists
 from ..config import Program
 from ..errors import SpawnError
 from .backoff import FlapGuard, backoff_delay
@@ -311,7 +312,7 @@ class Child:
         group, self._last_group = self._last_group, None
         # The leader was reaped, so a process with its pid now is a newcomer, and the kernel reuses
         # a pid only once no group bears its number: the old group is gone, this one a stranger's.
-        if group is None or _exists(group):
+        if group is None or pid_exists(group):
             return
         if _killpg(group, signal.SIGKILL):
             log.warning("%s: killed what the previous copy left in process group %d", self.name, group)
@@ -355,16 +356,6 @@ def _apply(env: dict[str, str], changes: Mapping[str, str | None]) -> dict[str, 
 def _kill(pid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _killpg(pid: int, signum: int) -> bool:
