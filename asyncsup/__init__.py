@@ -2,7 +2,7 @@
 
 The public API, for handler modules and for programs that send messages::
 
-    from asyncsup import handler, send, Retry, Reject
+    from asyncsup import handler, upcaster, send, Retry, Reject
 
 Names are imported on first use (PEP 562), so `asyncsup run` with no consumer does not pay for
 the consumer's imports at start-up.
@@ -20,16 +20,20 @@ from asyncsup.errors import (
     DecodeError,
     HandlerOutcome,
     MessageError,
+    NewerVersion,
     NoHandler,
     Reject,
     Retry,
     TransportError,
+    UpcasterFailed,
+    VersionGap,
 )
 
 if TYPE_CHECKING:
     from asyncsup.consumer.envelope import Envelope
     from asyncsup.consumer.handlers import HandlerRegistry, handler
     from asyncsup.consumer.send import Sender, send, send_batch
+    from asyncsup.consumer.versions import upcaster
 
 _LAZY = {
     "Envelope": "asyncsup.consumer.envelope",
@@ -38,6 +42,7 @@ _LAZY = {
     "Sender": "asyncsup.consumer.send",
     "send": "asyncsup.consumer.send",
     "send_batch": "asyncsup.consumer.send",
+    "upcaster": "asyncsup.consumer.versions",
 }
 
 
@@ -58,13 +63,17 @@ __all__ = [
     "HandlerOutcome",
     "HandlerRegistry",
     "MessageError",
+    "NewerVersion",
     "NoHandler",
     "Reject",
     "Retry",
     "Sender",
     "TransportError",
+    "UpcasterFailed",
+    "VersionGap",
     "__version__",
     "handler",
     "send",
     "send_batch",
+    "upcaster",
 ]

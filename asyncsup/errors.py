@@ -11,7 +11,10 @@
     │   └── UnknownTransport           a URL scheme or transport name we do not know
     ├── MessageError                   one message cannot be handled; it goes to the failure queue
     │   ├── DecodeError                the bytes are not an envelope, or the body does not fit the type
-    │   └── NoHandler                  no handler is registered for the message type
+    │   ├── NoHandler                  no handler is registered for the message type
+    │   ├── VersionGap                 an older version with no chain of upcasters to the handler's
+    │   ├── UpcasterFailed             an upcaster raised (its traceback goes with the message)
+    │   └── NewerVersion               written by newer code: retried by the policy, then failed
     └── HandlerOutcome                 raised by a handler to steer its message (not a failure of ours)
         ├── Retry                      try again later (after=seconds), counting an attempt
         └── Reject                     do not retry: straight to the failure queue with the reason
@@ -99,7 +102,13 @@ class UnknownTransport(TransportError):
 
 
 class MessageError(AsyncsupError):
-    """One message cannot be handled; the consumer sends it to the failure queue and goes on."""
+    """One message cannot be handled; the consumer sends it to the failure queue and goes on.
+
+    Retrying cannot help (same bytes, same code), unless `retryable`: then another consumer, or
+    this one after a deploy, may take it, and the retry policy gives it that time.
+    """
+
+    retryable = False
 
 
 class DecodeError(MessageError):
@@ -115,6 +124,52 @@ class NoHandler(MessageError):
         super().__init__(
             f"no handler for message type {message_type!r} (known: {', '.join(self.known) or 'none'})"
         )
+
+
+class VersionGap(MessageError):
+    """A message older than its handler, with no upcaster from one of the versions in between."""
+
+    def __init__(
+        self, message_type: str, version: int, current: int, missing: int, known: Iterable[int]
+    ) -> None:
+        self.message_type = message_type
+        self.version = version
+        self.current = current
+        self.missing = missing
+        self.known = sorted(known)
+        steps = ", ".join(f"{v} -> {v + 1}" for v in self.known) or "none"
+        super().__init__(
+            f"{message_type} version {version} cannot be upgraded to this consumer's version {current}: "
+            f"no upcaster from version {missing} (upcasters: {steps})"
+        )
+
+
+class UpcasterFailed(MessageError):
+    """An upcaster raised; `error` is what it raised (its traceback is kept with the message)."""
+
+    def __init__(self, message_type: str, from_version: int, upcaster: str, error: Exception) -> None:
+        self.message_type = message_type
+        self.from_version = from_version
+        self.upcaster = upcaster
+        self.error = error
+        text = str(error)
+        raised = f"{type(error).__name__}: {text}" if text else type(error).__name__
+        super().__init__(
+            f"upcaster {upcaster} ({message_type} version {from_version} -> {from_version + 1}) "
+            f"raised {raised}"
+        )
+
+
+class NewerVersion(MessageError):
+    """A message written by newer code (a rolling deploy): retried, as a newer consumer may take it."""
+
+    retryable = True
+
+    def __init__(self, message_type: str, version: int, current: int) -> None:
+        self.message_type = message_type
+        self.version = version
+        self.current = current
+        super().__init__(f"{message_type} version {version} is newer than this consumer's {current}")
 
 
 class HandlerOutcome(AsyncsupError):

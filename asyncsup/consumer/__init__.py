@@ -3,6 +3,7 @@
     envelope.py   the wire format (JSON envelope), fast encode/decode
     bodies.py     typed bodies: dataclass / TypedDict / dict / msgspec / pydantic <-> JSON
     handlers.py   @handler marks functions; HandlerRegistry collects them per consumer
+    versions.py   body versions and @upcaster: old messages upgraded before their handler sees them
     worker.py     the loop: priority intake, N workers, batched acks, leases, limits, drain
     outcomes.py   acks, retries, the failure queue, releases (all shielded)
     retry.py      the retry policy and the failure headers
@@ -12,4 +13,5 @@
     service.py    consumers under `asyncsup run`: inline, or as supervised programs
     wiring.py     config names -> open transports, handler modules -> registry
     commands.py   `asyncsup send` and `consume`;  admin.py: `stats` and `failed`
+    check.py      `asyncsup queue check`: would the queued messages decode with this code?
 """

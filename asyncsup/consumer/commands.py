@@ -65,26 +65,31 @@ def _add_send(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("type", help="the message type, e.g. ResizeImage")
     parser.add_argument("body", help="the JSON body, or - to read one JSON body per line from stdin")
     parser.add_argument("--delay", type=_duration, default=0.0, help="deliver after this long (30s, 5m)")
+    parser.add_argument(
+        "--message-version", type=_positive, metavar="N",
+        help="the body's version (default: the version the config's consumers of TRANSPORT handle "
+        "TYPE at, read from their handler modules; 1 without a config)",
+    )  # fmt: skip
     config_option(parser)
     parser.set_defaults(func=cmd_send)
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from asyncsup.consumer.wiring import as_config
+    from asyncsup.consumer.wiring import as_config, handler_version
 
     setup_logging(args)
     config = as_config(args.config)
-    return run_async(lambda: _send(config, args))
+    version = args.message_version or handler_version(config, args.transport, args.type) or 1
+    return run_async(lambda: _send(config, args, version))
 
 
-async def _send(config: Config | None, args: argparse.Namespace) -> int:
+async def _send(config: Config | None, args: argparse.Namespace, version: int) -> int:
     from asyncsup.consumer.send import Sender, message_bytes
 
     bodies = _stdin_bodies() if args.body == "-" else iter([(1, args.body)])
     async with Sender(args.transport, config=config) as sender:
-        ids = await sender.publish_raw(
-            (message_bytes(_json_body(n, text), type=args.type) for n, text in bodies), delay=args.delay
-        )
+        data = (message_bytes(_json_body(n, text), type=args.type, version=version) for n, text in bodies)
+        ids = await sender.publish_raw(data, delay=args.delay)
     if args.body == "-":
         print(f"sent {len(ids)} message(s) to {args.transport}", file=sys.stderr)
     else:

@@ -3,7 +3,8 @@
 The decorator registers nothing anywhere: it only stores a mark on the function, so importing a
 module twice, or two consumers with different handler sets in one process, cannot collide. The
 registry imports the modules a consumer names (``handlers = ["app.handlers"]``), picks up the marked
-functions and refuses two handlers for one message type at startup, naming both.
+functions (and @upcaster functions, see versions.py) and refuses two handlers for one message type
+at startup, naming both.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from asyncsup.consumer.bodies import BodyDecoder, decoder_for
+from asyncsup.consumer.envelope import Envelope
+from asyncsup.consumer.versions import MARK as UPCASTER_MARK
+from asyncsup.consumer.versions import Upcast, Upcasters, check_version, declared_version
 from asyncsup.errors import ConfigError, NoHandler
 
 log = logging.getLogger("asyncsup.consumer")
@@ -28,37 +32,43 @@ MARK = "__asyncsup_handler__"
 
 @dataclass(frozen=True, slots=True)
 class HandlerMark:
-    """What @handler stores on a function: the message type it handles (None = from annotation)."""
+    """What @handler stores on a function: the message type it handles (None = from annotation)
+    and its version (None = the body class's ``__version__``, or 1)."""
 
     message_type: str | None
+    version: int | None = None
 
 
 @overload
 def handler(func: F, /) -> F: ...
 @overload
-def handler(message_type: str | None = None, /) -> Callable[[F], F]: ...
+def handler(message_type: str | None = None, /, *, version: int | None = None) -> Callable[[F], F]: ...
 
 
-def handler(arg: Any = None, /) -> Any:
+def handler(arg: Any = None, /, *, version: int | None = None) -> Any:
     """Mark a function as the handler of a message type.
 
     ``@handler`` takes the type name from the first parameter's annotation (a dataclass named
     ResizeImage handles "ResizeImage" messages); ``@handler("DeleteImage")`` names it explicitly.
     Async functions run on the loop; plain functions run in a worker thread. A handler with a
     second parameter also gets the message's Envelope (id, attempt, headers).
+    ``version=N`` is the body's current version (default: the body class's ``__version__``, or 1);
+    older messages are upgraded by @upcaster functions first (versions.py).
     """
+    if version is not None:
+        check_version(version, "@handler version")
     if callable(arg):
-        return _mark(arg, None)
+        return _mark(arg, None, version)
     if arg is not None and (not isinstance(arg, str) or not arg):
         raise TypeError(f"@handler takes a message type name, got {arg!r}")
-    return lambda func: _mark(func, arg)
+    return lambda func: _mark(func, arg, version)
 
 
-def _mark(func: F, message_type: str | None) -> F:
+def _mark(func: F, message_type: str | None, version: int | None) -> F:
     _first_parameter(func)  # fail at import time, not at consumer start
     if message_type is None:
         _annotation_name(func)
-    setattr(func, MARK, HandlerMark(message_type))
+    setattr(func, MARK, HandlerMark(message_type, version))
     return func
 
 
@@ -71,17 +81,21 @@ class HandlerSpec:
     decode: BodyDecoder
     is_async: bool
     takes_envelope: bool = False  # a second parameter gets the Envelope (id, attempt, headers)
+    version: int = 1  # the body version the handler wants; older ones are upcast to it
 
     def __repr__(self) -> str:
         kind = "async" if self.is_async else "sync, runs in a thread"
-        return f"<Handler {self.message_type} -> {qualified_name(self.func)} ({kind})>"
+        version = f" version {self.version}" if self.version != 1 else ""
+        return f"<Handler {self.message_type}{version} -> {qualified_name(self.func)} ({kind})>"
 
 
 class HandlerRegistry:
-    """Message type -> handler, for one consumer. Built once, read for every message."""
+    """Message type -> handler (and the upcasters of its older versions), for one consumer.
+    Built once, read for every message."""
 
     def __init__(self, *, origin: tuple[str, str] = ("handlers", "")) -> None:
         self._specs: dict[str, HandlerSpec] = {}
+        self._upcasters = Upcasters()
         self._origin = origin  # (file, key path) that errors name
 
     def __repr__(self) -> str:
@@ -100,24 +114,31 @@ class HandlerRegistry:
     def from_modules(
         cls, modules: Iterable[str], *, origin: tuple[str, str] = ("handlers", "")
     ) -> HandlerRegistry:
-        """Import each module and register every @handler function found in it."""
+        """Import each module and register every @handler and @upcaster function found in it."""
         registry = cls(origin=origin)
         for name in modules:
             module = registry._import(name)
-            found = [v for v in vars(module).values() if hasattr(v, MARK)]
-            if not found:
+            handlers = [v for v in vars(module).values() if hasattr(v, MARK)]
+            upcasters = [v for v in vars(module).values() if hasattr(v, UPCASTER_MARK)]
+            if not handlers and not upcasters:
                 log.warning("module %s has no @handler functions", name)
-            for func in found:
+            for func in handlers:
                 registry.add(func)
+            for func in upcasters:
+                registry.add_upcaster(func)
         return registry
 
-    def add(self, func: Callable[..., Any], message_type: str | None = None) -> HandlerSpec:
+    def add(
+        self, func: Callable[..., Any], message_type: str | None = None, *, version: int | None = None
+    ) -> HandlerSpec:
         """Register one function (marked with @handler, or with an explicit message_type)."""
         mark = getattr(func, MARK, None)
         if message_type is None:
             message_type = (mark.message_type if mark else None) or _annotation_name(func)
-        decode = decoder_for(_body_type(func))
-        spec = HandlerSpec(message_type, func, decode, _is_async(func), _takes_envelope(func))
+        body_type = _body_type(func)
+        version = self._version(func, version or (mark.version if mark else None), body_type)
+        decode = decoder_for(body_type)
+        spec = HandlerSpec(message_type, func, decode, _is_async(func), _takes_envelope(func), version)
         existing = self._specs.get(message_type)
         if existing is not None and existing.func is not func:
             raise self._error(
@@ -125,7 +146,25 @@ class HandlerRegistry:
                 f"{qualified_name(existing.func)} and {qualified_name(func)}"
             )
         self._specs[message_type] = spec
+        self._check_upcasters(message_type)
         return spec
+
+    def add_upcaster(
+        self, func: Upcast, message_type: str | None = None, from_version: int | None = None
+    ) -> None:
+        """Register one upcaster (marked with @upcaster, or with an explicit type and version)."""
+        mark = getattr(func, UPCASTER_MARK, None)
+        message_type = message_type or (mark.message_type if mark else None)
+        from_version = from_version or (mark.from_version if mark else None)
+        if message_type is None or from_version is None:
+            raise TypeError(f"{qualified_name(func)} is no @upcaster: name its message type and version")
+        existing = self._upcasters.add(func, message_type, check_version(from_version, "from_version"))
+        if existing is not None:
+            raise self._error(
+                f"two upcasters for {message_type} version {from_version}: "
+                f"{qualified_name(existing)} and {qualified_name(func)}"
+            )
+        self._check_upcasters(message_type)
 
     def get(self, message_type: str) -> HandlerSpec:
         """The handler for a message type; NoHandler (-> failure queue) when there is none."""
@@ -133,6 +172,17 @@ class HandlerRegistry:
         if spec is None:
             raise NoHandler(message_type, self._specs)
         return spec
+
+    def upgrade(self, envelope: Envelope, spec: HandlerSpec) -> Any:
+        """The body of a message not at its handler's version, upgraded by the upcasters (or
+        VersionGap, NewerVersion, UpcasterFailed). The worker calls it only when versions differ."""
+        return self._upcasters.upgrade(envelope.type, envelope.body, envelope.version, spec.version)
+
+    def decode_body(self, envelope: Envelope) -> Any:
+        """The handler's typed body for an envelope, the whole way: handler, upcasters, decoding."""
+        spec = self.get(envelope.type)
+        body = envelope.body if envelope.version == spec.version else self.upgrade(envelope, spec)
+        return spec.decode(body)
 
     def types(self) -> list[str]:
         return sorted(self._specs)
@@ -145,6 +195,29 @@ class HandlerRegistry:
 
     def _error(self, problem: str) -> ConfigError:
         return ConfigError(self._origin[0], self._origin[1], problem)
+
+    def _version(self, func: Callable[..., Any], declared: int | None, body_type: Any) -> int:
+        """The handler's version: declared on it, or its body class's ``__version__``; they must agree."""
+        try:
+            of_class = declared_version(body_type)
+        except TypeError as exc:
+            raise self._error(f"handler {qualified_name(func)}: {exc}") from None
+        if declared is not None and of_class is not None and declared != of_class:
+            raise self._error(
+                f"handler {qualified_name(func)} declares version {declared} but its body type "
+                f"{body_type.__qualname__} has __version__ = {of_class}"
+            )
+        return declared or of_class or 1
+
+    def _check_upcasters(self, message_type: str) -> None:
+        """An upcaster to a version past the handler's means the handler's version was not bumped."""
+        spec = self._specs.get(message_type)
+        highest = self._upcasters.highest(message_type)
+        if spec is not None and highest >= spec.version:
+            raise self._error(
+                f"an upcaster upgrades {message_type} to version {highest + 1}, but its handler "
+                f"{qualified_name(spec.func)} is at version {spec.version}: bump the handler's version"
+            )
 
 
 def qualified_name(func: Callable[..., Any]) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from asyncsup.config import RetryPolicy
-from asyncsup.errors import HandlerOutcome, MessageError, Reject, Retry
+from asyncsup.errors import HandlerOutcome, MessageError, Reject, Retry, UpcasterFailed
 
 MAX_UNSETTLED_DELIVERIES = 3  # receives with no outcome (consumer died) tolerated per attempt
 TRACEBACK_LIMIT = 8_000  # characters kept from the end of a traceback in the failure headers
@@ -61,7 +61,7 @@ def decide(
 ) -> Verdict:
     """Retry or fail, from the policy, the attempt that just failed and what was raised."""
     reason = describe(exc)
-    if isinstance(exc, (Reject, MessageError)):
+    if isinstance(exc, Reject) or (isinstance(exc, MessageError) and not exc.retryable):
         return Verdict("fail", 0.0, reason)  # retrying cannot help: same bytes, same code
     if attempt > policy.max_retries:
         return Verdict("fail", 0.0, f"{reason} (gave up after {attempt} attempts)")
@@ -89,10 +89,20 @@ def failure_headers(
         "origin": origin,
         "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    if exc is not None and not isinstance(exc, (HandlerOutcome, MessageError)):
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    raised = _user_error(exc)
+    if raised is not None:
+        text = "".join(traceback.format_exception(type(raised), raised, raised.__traceback__))
         headers["traceback"] = text if len(text) <= TRACEBACK_LIMIT else "…" + text[-TRACEBACK_LIMIT:]
     return headers
+
+
+def _user_error(exc: BaseException | None) -> BaseException | None:
+    """The exception whose traceback helps: the application's, never one of our verdicts."""
+    if isinstance(exc, UpcasterFailed):
+        return exc.error
+    if exc is None or isinstance(exc, (HandlerOutcome, MessageError)):
+        return None
+    return exc
 
 
 def _qualified_type(exc: BaseException) -> str:

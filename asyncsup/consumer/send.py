@@ -4,6 +4,10 @@ A target is a transport URL (``"sqlite:///var/q.db?queue=high"``) or a transport
 (``send("high", msg, config="sample.toml")``). The message type is the message's class name
 (a dataclass, msgspec Struct or pydantic model), or ``type="Name"`` for a plain dict.
 
+Every envelope carries the version of its body (versions.py): ``version=N`` when given, else the
+message class's ``__version__`` (the class the handler annotates, so both ends agree), else 1. A
+plain dict has no class to say it: pass ``version=`` when its type's handler is past version 1.
+
 ``send`` opens and closes the transport each call, which is right for a message now and then;
 a program that sends often keeps a ``Sender`` open::
 
@@ -21,6 +25,7 @@ from typing import Any
 from asyncsup.config import Config
 from asyncsup.consumer.bodies import to_json_data, type_name_of
 from asyncsup.consumer.envelope import encode, new_envelope
+from asyncsup.consumer.versions import check_version, version_of
 from asyncsup.consumer.wiring import as_config, close_quietly, open_url, transport_url
 from asyncsup.transports.base import Transport
 
@@ -28,11 +33,16 @@ SEND_BATCH = 500  # messages per publish() call: one round trip / transaction ea
 
 
 def message_bytes(
-    message: Any, *, type: str | None = None, headers: Mapping[str, Any] | None = None
+    message: Any,
+    *,
+    type: str | None = None,
+    headers: Mapping[str, Any] | None = None,
+    version: int | None = None,
 ) -> bytes:
     """One message as envelope bytes, ready to publish."""
     name = type or type_name_of(message)
-    return encode(new_envelope(name, to_json_data(message), headers=headers))
+    stamped = version_of(message) if version is None else check_version(version, "version")
+    return encode(new_envelope(name, to_json_data(message), headers=headers, version=stamped))
 
 
 class Sender:
@@ -65,16 +75,24 @@ class Sender:
         type: str | None = None,
         delay: float = 0.0,
         headers: Mapping[str, Any] | None = None,
+        version: int | None = None,
     ) -> str:
         """Publish one message; returns the transport's id for it."""
-        ids = await self._open().publish([message_bytes(message, type=type, headers=headers)], delay=delay)
+        data = message_bytes(message, type=type, headers=headers, version=version)
+        ids = await self._open().publish([data], delay=delay)
         return ids[0]
 
     async def send_batch(
-        self, messages: Iterable[Any], *, type: str | None = None, delay: float = 0.0
+        self,
+        messages: Iterable[Any],
+        *,
+        type: str | None = None,
+        delay: float = 0.0,
+        version: int | None = None,
     ) -> list[str]:
         """Publish many messages, SEND_BATCH per call; returns their ids in order."""
-        return await self.publish_raw((message_bytes(m, type=type) for m in messages), delay=delay)
+        data = (message_bytes(m, type=type, version=version) for m in messages)
+        return await self.publish_raw(data, delay=delay)
 
     async def publish_raw(self, data: Iterable[bytes], *, delay: float = 0.0) -> list[str]:
         """Publish envelope bytes as they are, in batches."""
@@ -103,11 +121,12 @@ async def send(
     type: str | None = None,
     delay: float = 0.0,
     headers: Mapping[str, Any] | None = None,
+    version: int | None = None,
     config: Config | str | Path | None = None,
 ) -> str:
     """Send one message to a transport URL or a configured transport name; returns its id."""
     async with Sender(target, config=config) as sender:
-        return await sender.send(message, type=type, delay=delay, headers=headers)
+        return await sender.send(message, type=type, delay=delay, headers=headers, version=version)
 
 
 async def send_batch(
@@ -116,8 +135,9 @@ async def send_batch(
     *,
     type: str | None = None,
     delay: float = 0.0,
+    version: int | None = None,
     config: Config | str | Path | None = None,
 ) -> list[str]:
     """Send many messages in a few round trips; returns their ids in order."""
     async with Sender(target, config=config) as sender:
-        return await sender.send_batch(messages, type=type, delay=delay)
+        return await sender.send_batch(messages, type=type, delay=delay, version=version)

@@ -90,6 +90,28 @@ def build_registry(config: Config | None, consumer: Consumer) -> HandlerRegistry
     return registry
 
 
+def consumers_of(config: Config, transport: str) -> list[Consumer]:
+    """The consumers that read a transport, named or given by its URL."""
+    url = transport_url(config, transport)
+    return [c for c in config.consumers.values() if url in (transport_url(config, t) for t in c.transports)]
+
+
+def handler_version(config: Config | None, transport: str, message_type: str) -> int | None:
+    """The version the consumers of `transport` handle `message_type` at, from their handler
+    modules (imported here), or None when none of them handles it."""
+    if config is None:
+        return None
+    found: dict[str, int] = {}
+    for consumer in consumers_of(config, transport):
+        registry = build_registry(config, consumer)
+        if message_type in registry:
+            found[consumer.name] = registry.get(message_type).version
+    if len(set(found.values())) > 1:
+        versions = ", ".join(f"{name} at version {v}" for name, v in sorted(found.items()))
+        raise ConfigError(str(config.file), "consumers", f"{message_type} has two versions: {versions}")
+    return next(iter(found.values()), None)
+
+
 def find_consumer(config: Config, name: str) -> Consumer:
     consumer = config.consumers.get(name)
     if consumer is None:

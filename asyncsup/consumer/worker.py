@@ -206,7 +206,10 @@ class Worker:
             n = delivery.deliveries
             if n > 1 + MAX_UNSETTLED_DELIVERIES and n > envelope.attempt + MAX_UNSETTLED_DELIVERIES:
                 raise MessageError(_unsettled(delivery, envelope))
-            body = spec.decode(envelope.body)
+            raw = envelope.body
+            if envelope.version != spec.version:  # written by older (or newer) code: upcasters
+                raw = self._registry.upgrade(envelope, spec)
+            body = spec.decode(raw)
             if self._debug:
                 log.debug("%s: received %s attempt %d", self.name, envelope.type, envelope.attempt)
             args = (body, envelope) if spec.takes_envelope else (body,)
