@@ -48,6 +48,7 @@ def add_commands(subparsers: SubParsers, common: argparse.ArgumentParser | None 
     admin.add_failed(
         subparsers.add_parser("failed", parents=parents, help="show, retry or remove failed messages")
     )
+    _add_queue(subparsers.add_parser("queue", help="look at queued messages before a deploy"), parents)
 
 
 def config_option(parser: argparse.ArgumentParser) -> None:
@@ -232,6 +233,50 @@ async def _watch_signals(shutdown: Shutdown) -> None:
             else:
                 log.info("%s received: draining (send it again to stop now)", name)
             shutdown.request(f"{name} received")
+
+
+# --- queue check ---------------------------------------------------------------------------------
+
+
+def _add_queue(parser: argparse.ArgumentParser, parents: list[argparse.ArgumentParser]) -> None:
+    actions = parser.add_subparsers(metavar="ACTION")
+    parser.set_defaults(func=lambda args: _usage(parser))
+    check = actions.add_parser(
+        "check", parents=parents,
+        help="would every queued message decode with the handler code on disk? (exit 0 yes, 1 no)",
+    )  # fmt: skip
+    check.add_argument("transports", nargs="*", help="transport names (default: every transport "
+                       "a consumer reads, and the failure transports)")  # fmt: skip
+    check.add_argument("--json", action="store_true", help="print JSON instead of a summary")
+    config_option(check)
+    check.set_defaults(func=cmd_queue_check)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def cmd_queue_check(args: argparse.Namespace) -> int:
+    """Browse the transports, check each message with the handler code on disk (check.py)."""
+    from asyncsup.consumer.check import Checker, check_names, check_transports, print_reports
+    from asyncsup.consumer.wiring import as_config
+
+    setup_logging(args)
+    config = as_config(args.config)
+    if config is None:
+        raise ConfigError("command line", "-c/--config", "queue check needs the config file")
+    checker = Checker(config)
+    names = check_names(config, args.transports) or checker.default_transports()
+    if not names:
+        raise ConfigError(str(config.file), "consumers", "no consumers: nothing to check messages against")
+
+    async def main() -> int:
+        reports = await check_transports(checker, names)
+        print_reports(reports, as_json=args.json)
+        return 1 if any(r.failed for r in reports) else 0
+
+    return run_async(main)
 
 
 # --- stop-workers --------------------------------------------------------------------------------
