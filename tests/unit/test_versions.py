@@ -149,3 +149,21 @@ def test_senders_stamp_the_class_version_or_the_one_given() -> None:
     assert json.loads(message_bytes(Thumb(1, 64)))["body"] == {"image_id": 1, "edge": 64}
     with pytest.raises(TypeError, match="version must be an integer >= 1"):
         message_bytes({"x": 1}, type="Purge", version=0)
+
+
+def test_the_check_report_keeps_the_first_reasons_and_a_few_example_ids() -> None:
+    from asyncsup.consumer.check import MAX_EXAMPLES, MAX_REASONS, TypeReport
+
+    report = TypeReport()
+    report.add("ok-1", 2, None)
+    for n in range(10):
+        report.add(f"same-{n}", 1, "no upcaster from version 1")
+    for n in range(MAX_REASONS + 2):
+        report.add(f"other-{n}", 2, f"body does not fit: field {n}")
+    out = report.as_json("Resize")
+    failed = 10 + MAX_REASONS + 2
+    assert (out["checked"], out["ok"], out["would_fail"]) == (1 + failed, 1, failed)
+    assert out["versions"] == {"1": 10, "2": 1 + MAX_REASONS + 2}
+    first = out["reasons"][0]
+    assert first["count"] == 10 and first["examples"] == [f"same-{n}" for n in range(MAX_EXAMPLES)]
+    assert len(out["reasons"]) == MAX_REASONS and out["other_reasons"] == 3
