@@ -76,12 +76,25 @@ def _add_send(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from asyncsup.consumer.wiring import as_config, handler_version
+    from asyncsup.consumer.wiring import as_config
 
     setup_logging(args)
     config = as_config(args.config)
-    version = args.message_version or handler_version(config, args.transport, args.type) or 1
+    version = _send_version(config, args)
     return run_async(lambda: _send(config, args, version))
+
+
+def _send_version(config: Config | None, args: argparse.Namespace) -> int:
+    """--message-version, else the version the transport's consumers handle the type at, else 1."""
+    from asyncsup.consumer.wiring import handler_version
+
+    if args.message_version:
+        return int(args.message_version)
+    try:
+        return handler_version(config, args.transport, args.type) or 1
+    except ConfigError as exc:  # their handler modules do not import here: say how to do without
+        hint = f" (read to learn the version of {args.type}; or pass --message-version N)"
+        raise ConfigError(exc.file, exc.path, exc.problem + hint) from None
 
 
 async def _send(config: Config | None, args: argparse.Namespace, version: int) -> int:

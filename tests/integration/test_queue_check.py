@@ -268,3 +268,11 @@ def test_bad_config_exits_2(tmp_path: Path, bad_module: Path) -> None:
     broken = asyncsup(bad_module, "queue", "check", "-c", "app.toml")
     assert broken.returncode == 2
     assert "consumers.main.handlers: cannot import handler module 'check_handlers'" in broken.stderr
+
+
+def test_send_says_how_to_do_without_handler_modules_that_do_not_import(bad_module: Path) -> None:
+    refused = asyncsup(bad_module, "send", "jobs", "Resize", '{"image_id": 1}', "-c", "app.toml")
+    assert refused.returncode == 2 and "or pass --message-version N" in refused.stderr
+    sent = asyncsup(bad_module, "send", "jobs", "Resize", '{"image_id": 1}', "-c", "app.toml",
+                    "--message-version", "2")  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
