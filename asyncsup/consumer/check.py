@@ -140,7 +140,7 @@ class Checker:
         if transport in self.failure_names:
             return "failure queue"
         raise ConfigError(
-            str(self.config.file), "command line",
+            str(self.config.file), "transports",
             f"transport {transport!r} is read by no consumer and is no failure transport: "
             "there are no handlers to check its messages against",
         )  # fmt: skip
@@ -162,7 +162,10 @@ class Checker:
         if not registries:
             return envelope.type, envelope.id, envelope.version, f"no consumer reads its origin {origin!r}"
         if envelope.type == UNDECODABLE:
-            raw = base64.b64decode(str(envelope.headers.get("raw_base64", "")))
+            try:
+                raw = base64.b64decode(str(envelope.headers.get("raw_base64", "")), validate=True)
+            except ValueError:  # binascii.Error: the header was edited, or written by something else
+                return UNDECODABLE_TYPE, envelope.id, None, "its raw_base64 header is not base64"
             kind, _, version, reason = self.check(raw, registries)
             return kind, envelope.id, version, reason
         return envelope.type, envelope.id, envelope.version, _verdict(envelope, registries)

@@ -16,7 +16,8 @@ from typing import Any
 import anyio
 import pytest
 
-from asyncsup.consumer.envelope import decode
+from asyncsup.consumer.envelope import Envelope, decode, encode
+from asyncsup.consumer.outcomes import UNDECODABLE
 from asyncsup.transports.base import open_transport
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -231,13 +232,17 @@ def test_failed_messages_are_checked_against_the_consumers_of_their_origin(tmp_p
                 if r["transport"] == "failed"]  # fmt: skip
     assert failed["ready"] == 2
 
+    edited = Envelope("e1", UNDECODABLE, None, 1, {"origin": "jobs", "raw_base64": "%% not base64"})
+    publish_raw(urls["failed"], encode(edited))
+
     (cwd / "check_handlers.py").write_text(HANDLERS)  # the deploy brings the upcaster
     done = asyncsup(cwd, "queue", "check", "failed", "--json", "-c", "app.toml")
-    assert done.returncode == 1, done.stderr  # the undecodable one still would not decode
+    assert done.returncode == 1, done.stderr  # the undecodable ones still would not decode
     [report] = json.loads(done.stdout)["transports"]
     types = {t["type"]: t for t in report["types"]}
     assert (types["Resize"]["ok"], types["Resize"]["versions"]) == (1, {"1": 1})
-    assert types["<undecodable>"]["would_fail"] == 1
+    reasons = {r["reason"] for r in types["<undecodable>"]["reasons"]}
+    assert types["<undecodable>"]["would_fail"] == 2 and "its raw_base64 header is not base64" in reasons
 
 
 def test_send_stamps_the_version_the_handler_modules_declare(tmp_path: Path) -> None:
