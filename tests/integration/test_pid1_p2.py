@@ -119,10 +119,11 @@ sleep 0.7; exit 1
 
 def test_case19_a_crash_after_startsecs_is_a_successful_start(tmp_path: Path, loop: str) -> None:
     """19. Runs alternate between failing at once and crashing after startsecs. startretries = 1,
-    so without a reset the second failed start would be FATAL; backoff x4, so without a reset the
-    second delay would be 0.40s. Each crash after startsecs counts as a successful start: retries
+    so without a reset the second failed start would be FATAL; backoff x400, so without a reset the
+    second delay would be 40s. Each crash after startsecs counts as a successful start: retries
     and backoff start over (every failed start waits 0.10s), a crash is restarted at once, and
-    past flap_limit starts the crash backs off (RUNNING -> BACKOFF), longer as starts pile up."""
+    past flap_limit starts the crash backs off (RUNNING -> BACKOFF), longer as starts pile up: the
+    last wait is the 60 s cap, so the stop surely lands in it however slow the machine."""
     (tmp_path / "runs").write_text("0\n")
     worker = program(
         "w",
@@ -131,11 +132,11 @@ def test_case19_a_crash_after_startsecs_is_a_successful_start(tmp_path: Path, lo
         autorestart="always",
         startsecs="0.2s",
         startretries=1,
-        backoff={"initial": "0.1s", "multiplier": 4, "max": "1s", "jitter": 0},
+        backoff={"initial": "0.1s", "multiplier": 400, "max": "60s", "jitter": 0},
         flap_limit=4,
     )
     with start(tmp_path, loop, "shim", worker) as ns:
-        ns.wait_line(r"w: RUNNING -> BACKOFF \(exit 1, flapping; retry in 1.00s\)")
+        ns.wait_line(r"w: RUNNING -> BACKOFF \(exit 1, flapping; retry in 60.00s\)")
         stop(ns)
     failed, crashed = "STARTING -> BACKOFF (exit 2; retry in 0.10s)", "STARTING -> RUNNING (pid N)"
     again = "BACKOFF -> STARTING"
@@ -143,7 +144,7 @@ def test_case19_a_crash_after_startsecs_is_a_successful_start(tmp_path: Path, lo
         "STOPPED -> STARTING",
         *(failed, again, crashed, "RUNNING -> EXITED (exit 1; restarting)", "EXITED -> STARTING"),
         *(failed, again, crashed, "RUNNING -> BACKOFF (exit 1, flapping; retry in 0.10s)", again),
-        *(failed, again, crashed, "RUNNING -> BACKOFF (exit 1, flapping; retry in 1.00s)"),
+        *(failed, again, crashed, "RUNNING -> BACKOFF (exit 1, flapping; retry in 60.00s)"),
         "BACKOFF -> STOPPED (stopped while backing off)",
     ]
 
