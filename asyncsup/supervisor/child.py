@@ -119,7 +119,10 @@ class Child:
                 self._set(State.STOPPED, str(status))
                 continue
             await self._after_exit(status, was_up)
-            if self._stop.is_set() and self.state is State.BACKOFF:
+            # A backoff ends early on a stop, and on a shutdown, whose own stop() may come later
+            # (dependency order): either way no new process starts.
+            if self.state is State.BACKOFF and (self._stop.is_set() or self.runtime.shutdown.requested):
+                self._wanted.clear()
                 self._set(State.STOPPED, "stopped while backing off")
 
     async def wait_settled(self) -> None:
