@@ -21,6 +21,8 @@ import math
 
 import anyio
 
+from ._aio import Flag
+
 
 class Shutdown:
     """The process-wide stop request: who asked, why, with which exit code, and by when.
@@ -34,13 +36,14 @@ class Shutdown:
         self.reason = ""
         self.exit_code = 0
         self.deadline = math.inf
-        self._requested = anyio.Event()
-        self._forced = anyio.Event()
+        # Flags, not events: every child waits on them beside its own (wait_any, no task each).
+        self.requested_flag = Flag()
+        self.forced_flag = Flag()
 
     def __repr__(self) -> str:
-        if self._forced.is_set():
+        if self.forced_flag.is_set():
             state = f"forced ({self.reason})"
-        elif self._requested.is_set():
+        elif self.requested_flag.is_set():
             state = f"draining ({self.reason}), deadline in {self.remaining():.1f}s"
         else:
             state = "not requested"
@@ -48,48 +51,48 @@ class Shutdown:
 
     @property
     def requested(self) -> bool:
-        return self._requested.is_set()
+        return self.requested_flag.is_set()
 
     @property
     def forced(self) -> bool:
-        return self._forced.is_set()
+        return self.forced_flag.is_set()
 
     def request(self, reason: str, exit_code: int | None = None) -> None:
         """Begin the graceful drain; when already draining, force instead (a second signal)."""
-        if self._requested.is_set():
+        if self.requested_flag.is_set():
             self.force(f"{reason} again")
             return
         self.reason = reason
         if exit_code is not None:
             self.exit_code = exit_code
         self.deadline = anyio.current_time() + self.timeout
-        self._requested.set()
+        self.requested_flag.set()
 
     def force(self, reason: str) -> None:
         """Stop waiting for anything: cancel handlers, SIGKILL children."""
-        if not self._requested.is_set():
+        if not self.requested_flag.is_set():
             self.request(reason)
-        if not self._forced.is_set():
+        if not self.forced_flag.is_set():
             self.reason = f"{self.reason}; forced: {reason}" if self.reason else reason
-            self._forced.set()
+            self.forced_flag.set()
 
     def remaining(self) -> float:
         """Seconds left before the drain deadline (inf before a request, 0 once forced)."""
-        if self._forced.is_set():
+        if self.forced_flag.is_set():
             return 0.0
         return max(0.0, self.deadline - anyio.current_time())
 
     async def wait_requested(self) -> None:
-        await self._requested.wait()
+        await self.requested_flag.wait()
 
     async def wait_forced(self) -> None:
-        await self._forced.wait()
+        await self.forced_flag.wait()
 
     async def enforce_deadline(self) -> None:
         """Run in the root task group: force the shutdown when the drain deadline passes."""
-        await self._requested.wait()
+        await self.requested_flag.wait()
         with anyio.move_on_after(self.remaining()):
-            await self._forced.wait()
-        if not self._forced.is_set():
+            await self.forced_flag.wait()
+        if not self.forced_flag.is_set():
             self.exit_code = self.exit_code or 1  # work was cut short: not a clean stop
             self.force(f"shutdown_timeout of {self.timeout:g}s reached")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -13,7 +12,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from .._aio import race
+from .._aio import Flag, race, wait_any
 from .._proc import pid_exists
 from ..config import Program
 from ..errors import SpawnError
@@ -67,14 +66,14 @@ class Child:
         self.last_exit: ExitStatus | None = None
         self._on_change = on_change
         self._flap = FlapGuard(program.flap_limit, program.flap_window)
-        self._wanted = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._ready = asyncio.Event()
+        self._wanted = Flag()
+        self._stop = Flag()
+        self._ready = Flag()
         self._relays: list[PipeRelay] = []
         self._last_group: int | None = None  # process group of the last copy, for leftovers
-        self._settled = asyncio.Event()
+        self._settled = Flag()
         self._settled.set()
-        self._changed = asyncio.Event()  # set and replaced at each state change (wait_change)
+        self._changed = Flag()  # set and replaced at each state change (wait_change)
         self._not_ready = False
         self.tails = {"stdout": OutputTail(), "stderr": OutputTail()}  # for `asyncsup ctl tail`
 
@@ -146,7 +145,7 @@ class Child:
             return ExitStatus(spawn_errno=exc.errno), False
         was_up = await self._wait_up(process)
         if was_up:
-            await race(process.wait, self._stop.wait)
+            await wait_any(process.exited, self._stop)
         stopped = process.returncode is None
         if stopped:
             await self._terminate(process)
@@ -167,7 +166,7 @@ class Child:
         if self.program.startsecs == 0 and self.program.ready is None:
             winner = 0
         else:
-            winner = await race(self._until_up, process.wait, self._stop.wait)
+            winner = await race(self._until_up, lambda: wait_any(process.exited, self._stop))
         if winner != 0 or self._not_ready:
             return False
         self.failures = 0
@@ -219,7 +218,7 @@ class Child:
     async def _backoff(self, delay: float, why: object) -> None:
         self._set(State.BACKOFF, f"{why}; retry in {delay:.2f}s")
         with anyio.move_on_after(delay):
-            await race(self._stop.wait, self.runtime.shutdown.wait_requested)
+            await wait_any(self._stop, self.runtime.shutdown.requested_flag)
 
     # -- the OS side ------------------------------------------------------------------------------
 
@@ -287,7 +286,7 @@ class Child:
         _killpg(process.pid, sig)
         shutdown = self.runtime.shutdown
         with anyio.move_on_after(self.program.stop_timeout):
-            await race(process.wait, shutdown.wait_forced)
+            await wait_any(process.exited, shutdown.forced_flag)
         if process.returncode is None:
             if shutdown.forced:
                 log.warning("%s: shutdown forced while it handled %s; sending SIGKILL", self.name, sig.name)
@@ -343,7 +342,7 @@ class Child:
             self._settled.clear()
         log.info("%s: %s -> %s%s", self.name, old, state, f" ({detail})" if detail else "")
         self._changed.set()
-        self._changed = asyncio.Event()
+        self._changed = Flag()
         self._on_change(self, old, state)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -11,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from .._aio import Flag
 from ..config import Ready
 from .runtime import ChildTracker
 from .spawn import DEVNULL, spawn
@@ -18,7 +18,7 @@ from .spawn import DEVNULL, spawn
 log = logging.getLogger("asyncsup.supervisor")
 
 
-async def wait_ready(ready: Ready, line_seen: asyncio.Event, reaper: ChildTracker) -> bool:
+async def wait_ready(ready: Ready, line_seen: Flag, reaper: ChildTracker) -> bool:
     """True once the check passes, False when ready.timeout runs out first."""
     tcp, command = ready.tcp, ready.command
     with anyio.move_on_after(ready.timeout):

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .._aio import Flag
 from .runtime import ChildTracker
 
 log = logging.getLogger("asyncsup.supervisor")
@@ -34,7 +35,7 @@ class ChildProcess:
         self._popen = popen
         self._tracker = tracker
         self._loop = asyncio.get_running_loop()
-        self._exited = asyncio.Event()
+        self.exited = Flag()  # set once returncode is known
         self._watch()
 
     def __repr__(self) -> str:
@@ -42,7 +43,7 @@ class ChildProcess:
         return f"<ChildProcess {self.pid} {state}>"
 
     async def wait(self) -> int:
-        await self._exited.wait()
+        await self.exited.wait()
         assert self.returncode is not None
         return self.returncode
 
@@ -72,7 +73,7 @@ class ChildProcess:
         self.returncode = self._popen.returncode = os.waitstatus_to_exitcode(status)
         self._tracker.disown(self.pid)
         self._tracker.kick()  # it may have left orphans behind
-        self._exited.set()
+        self.exited.set()
 
 
 def spawn(
