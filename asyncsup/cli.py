@@ -37,12 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="asyncsup",
         description="Supervise programs as PID 1 and consume queues with Python handlers.",
     )
     parser.add_argument("--version", action="version", version=f"asyncsup {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=0, help="more logs (-vv: per message)")
     common.add_argument("-q", "--quiet", action="count", default=0, help="fewer logs")
     common.add_argument("--log-format", choices=("text", "json"), help="default: from the config, or text")
@@ -73,6 +73,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_control_commands(sub, common)
     return parser
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's help formatter imports shutil (and so bz2, lzma and zlib: ~0.5 MB of RSS for the
+    life of `asyncsup run`) only to learn the terminal's width; os tells it as well. Subcommand
+    parsers are of the same class (add_subparsers passes it on)."""
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # Every HelpFormatter takes width; typeshed's protocol for formatter_class names only prog.
+        make: Callable[..., argparse.HelpFormatter] = self.formatter_class
+        return make(prog=self.prog, width=_help_width())
+
+
+def _help_width() -> int:
+    """What shutil.get_terminal_size() gives argparse: $COLUMNS, else the terminal's, else 80;
+    minus the 2 columns argparse keeps free."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns if sys.__stdout__ else 80
+        except (OSError, ValueError):
+            columns = 80
+    return (columns or 80) - 2
 
 
 def cmd_check(args: argparse.Namespace) -> int:

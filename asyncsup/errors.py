@@ -24,7 +24,6 @@ Each exception builds its message from its arguments, so callers pass facts, not
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 
@@ -196,5 +195,7 @@ class Reject(HandlerOutcome):
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """` (did you mean 'x'?)` when a close choice exists, else an empty string."""
+    import difflib  # only when a name is wrong: not on every start
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

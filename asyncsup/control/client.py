@@ -238,8 +238,10 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_subcommands(commands: Any) -> None:
+    from ..cli import Parser  # cli imports this module inside build_parser(): no cycle at import
+
     # --json is also accepted after the command (`ctl status --json`); SUPPRESS keeps the ctl-level value.
-    output = argparse.ArgumentParser(add_help=False)
+    output = Parser(add_help=False)
     output.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
