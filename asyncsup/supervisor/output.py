@@ -13,6 +13,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -31,39 +32,65 @@ PIPE_SIZE = 1024 * 1024  # F_SETPIPE_SZ: fewer wakeups per MB (measured ~40% fas
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
-class LineSink:
-    """Whole-line writes to one destination, done by one thread; safe to call from any thread."""
+Chunk = bytes | memoryview  # immutable bytes, or a view of them: held, never copied, until written
+WriteChunks = Callable[[list[Chunk]], None]
+TryWrite = Callable[[list[Chunk]], "list[Chunk] | None"]  # what is left; None: never try again
 
-    def __init__(self, name: str, write: Callable[[bytearray], None], limit: int = 1024 * 1024) -> None:
+
+class LineSink:
+    """Whole-line writes to one destination, done by one thread; safe to call from any thread.
+
+    The sink queues references to the chunks it is given, not a copy: the text relay's framed
+    chunk goes from bytes.replace() straight to writev(). Copying into one growing buffer cost a
+    memmove of every byte plus fresh pages for the buffer (the minor faults that made our relay
+    CPU per MB higher than supervisord's).
+    """
+
+    def __init__(
+        self, name: str, write: WriteChunks, limit: int = 1024 * 1024, try_write: TryWrite | None = None
+    ) -> None:
         self.name = name
         self.limit = limit
         self._write = write
-        self._buffer = bytearray()
+        # A write that cannot block, tried by the caller while the writer thread has nothing to
+        # do: a pipe that has room takes the lines at once, without waking the thread.
+        self._try_write = try_write
+        self._chunks: list[Chunk] = []
+        self._size = 0  # bytes in _chunks
+        self._writing = False  # the writer thread holds chunks it has not finished writing
         self._cond = threading.Condition()
         self._closed = False
         self._on_space: list[Callable[[], None]] = []
-        # Run by the writer thread, each at its place in the stream: (bytes of the buffer before it, call).
+        # Run by the writer thread, each at its place in the stream: (chunks queued before it, call).
         self._calls: list[tuple[int, Callable[[], None]]] = []
         self._thread = threading.Thread(target=self._run, name=f"asyncsup-sink-{name}", daemon=True)
         self._thread.start()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{len(self._buffer)} bytes pending"
+        state = "closed" if self._closed else f"{self._size} bytes pending"
         return f"<LineSink {self.name}: {state}>"
 
-    def write(self, *parts: bytes | memoryview) -> bool:
+    def write(self, *parts: Chunk) -> bool:
         """Queue whole lines (given in pieces, kept together); False means the buffer is over its
-        limit (pause the producer)."""
+        limit (pause the producer). The parts must not change afterwards: bytes, or views of bytes."""
         with self._cond:
-            for part in parts:
-                self._buffer += part
-            self._cond.notify()
-            return len(self._buffer) < self.limit
+            queued = [part for part in parts if part]
+            if self._try_write is not None and not (self._chunks or self._writing or self._calls):
+                left = self._try_write(queued)  # nothing queued or being written: order is kept
+                if left is None:
+                    self._try_write = None
+                else:
+                    queued = left
+            if queued:
+                self._chunks += queued
+                self._size += sum(len(part) for part in queued)
+                self._cond.notify()
+            return self._size < self.limit
 
     def when_space(self, callback: Callable[[], None]) -> None:
         """Call `callback` (from the writer thread) once the buffer has drained below its limit."""
         with self._cond:
-            if len(self._buffer) < self.limit:
+            if self._size < self.limit:
                 callback()
             else:
                 self._on_space.append(callback)
@@ -72,7 +99,7 @@ class LineSink:
         """Run `call` on the writer thread once what is queued now is written (a log reopen: the
         writer may be in the middle of a write to the file, so only it may swap the file)."""
         with self._cond:
-            self._calls.append((len(self._buffer), call))
+            self._calls.append((len(self._chunks), call))
             self._cond.notify()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -85,25 +112,28 @@ class LineSink:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._buffer and not self._calls and not self._closed:
+                while not self._chunks and not self._calls and not self._closed:
                     self._cond.wait()
-                if not self._buffer and not self._calls:
+                if not self._chunks and not self._calls:
                     return
-                data, self._buffer = self._buffer, bytearray()  # a swap, not a copy
+                chunks, self._chunks, self._size = self._chunks, [], 0
                 calls, self._calls = self._calls, []
+                self._writing = True
             done = 0
             for at, call in calls:  # lines queued before a reopen go to the old file, later ones not
-                self._write_quietly(data[done:at])
+                self._write_quietly(chunks[done:at])
                 done = at
                 with contextlib.suppress(OSError):
                     call()
-            self._write_quietly(data[done:])
+            self._write_quietly(chunks[done:] if done else chunks)
+            with self._cond:
+                self._writing = False
             self._call_space_waiters()
 
-    def _write_quietly(self, data: bytearray) -> None:
-        if data:
+    def _write_quietly(self, chunks: list[Chunk]) -> None:
+        if chunks:
             with contextlib.suppress(OSError):  # a closed stdout must not kill the supervisor
-                self._write(data)
+                self._write(chunks)
 
     def _call_space_waiters(self) -> None:
         with self._cond:
@@ -112,15 +142,61 @@ class LineSink:
             callback()
 
 
-def fd_writer(fd: int) -> Callable[[bytearray], None]:
-    """A write function that writes everything to a (blocking) file descriptor."""
+IOV_MAX = 1024  # writev's limit on buffers per call (Linux)
 
-    def write(data: bytearray) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
 
-    return write
+def fd_writer(fd: int) -> WriteChunks:
+    """A write function that writes every chunk, in order, to a (blocking) file descriptor."""
+    return lambda chunks: writev_all(fd, chunks)
+
+
+def nowait_writer(fd: int) -> TryWrite | None:
+    """A write that never blocks, for a pipe: pwritev2 with RWF_NOWAIT (Linux >= 6.5 for pipes).
+
+    Setting O_NONBLOCK instead would change the file description we share with whoever else
+    writes to it (a terminal, the other programs of a container). Returns the chunks not written;
+    None when the kernel or the fd does not support it (a terminal, a regular file, an old kernel).
+    """
+    nowait = getattr(os, "RWF_NOWAIT", None)
+    if nowait is None or not hasattr(os, "pwritev"):
+        return None
+
+    def try_write(chunks: list[Chunk]) -> list[Chunk] | None:
+        try:
+            written = os.pwritev(fd, chunks[:IOV_MAX], -1, nowait)
+        except BlockingIOError:
+            return chunks
+        except OSError as exc:  # EOPNOTSUPP, ESPIPE, EINVAL: not possible here; EPIPE: the writer says
+            return chunks if exc.errno == errno.EPIPE else None
+        return _unwritten(chunks, written)
+
+    return try_write
+
+
+def _unwritten(chunks: list[Chunk], written: int) -> list[Chunk]:
+    for index, chunk in enumerate(chunks):
+        if written < len(chunk):
+            return [memoryview(chunk)[written:], *chunks[index + 1 :]] if written else chunks[index:]
+        written -= len(chunk)
+    return []
+
+
+def writev_all(fd: int, chunks: list[Chunk]) -> None:
+    """Write every chunk in order, IOV_MAX at a time, finishing short writes (a signal, a pipe
+    that filled up) chunk by chunk."""
+    for start in range(0, len(chunks), IOV_MAX):
+        batch = chunks[start : start + IOV_MAX]
+        written = os.writev(fd, batch)
+        for chunk in batch:
+            written -= len(chunk)
+            if written < 0:
+                _write_all(fd, memoryview(chunk)[len(chunk) + written :])
+                written = 0
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class RotatingFile:
@@ -137,7 +213,17 @@ class RotatingFile:
     def __repr__(self) -> str:
         return f"<RotatingFile {self.path}: {self._size} bytes>"
 
-    def write(self, data: bytearray) -> None:
+    def write_chunks(self, chunks: list[Chunk]) -> None:
+        """LineSink's write function: the chunks it queued are whole lines together. When they fit
+        in the current file they go to it with writev, uncopied; else joined and split by write()."""
+        total = sum(len(chunk) for chunk in chunks)
+        if self.max_bytes and self._size + total > self.max_bytes:
+            self.write(b"".join(chunks))
+            return
+        writev_all(self._file.fileno(), chunks)  # the buffered file is always flushed: no reorder
+        self._size += total
+
+    def write(self, data: bytes) -> None:
         """Append whole lines, rotating between lines so that no file grows past max_bytes.
 
         The sink hands over everything pending at once (up to its 1 MiB limit), so one write can
@@ -152,11 +238,11 @@ class RotatingFile:
             self._size += len(head)
         self._file.flush()
 
-    def _fitting(self, data: bytearray) -> tuple[bytearray, bytearray]:
+    def _fitting(self, data: bytes) -> tuple[bytes, bytes]:
         """The leading whole lines of `data` that fit in the current file, and the rest. An empty
         file takes at least one line however long, so every write makes progress."""
         if not self.max_bytes or self._size + len(data) <= self.max_bytes:
-            return data, bytearray()
+            return data, b""
         room = self.max_bytes - self._size  # < 0 when we appended to a file already too big
         cut = data.rfind(b"\n", 0, room) + 1 if room > 0 else 0
         if cut == 0 and self._size == 0:

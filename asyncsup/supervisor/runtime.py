@@ -56,7 +56,7 @@ class Runtime:
             return console
         if output.file not in self._files:
             target = RotatingFile(output.file, output.max_bytes, output.backups)
-            self._files[output.file] = (LineSink(str(output.file), target.write), target)
+            self._files[output.file] = (LineSink(str(output.file), target.write_chunks), target)
         return self._files[output.file][0]
 
     def reopen_logs(self) -> int:
