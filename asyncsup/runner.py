@@ -17,7 +17,7 @@ from .cli import run_loop
 from .config import Config
 from .lifecycle import Shutdown
 from .logs import SinkHandler, level_from_flags, setup_logging
-from .supervisor.output import LineSink, fd_writer
+from .supervisor.output import LineSink, fd_writer, nowait_writer
 from .supervisor.runtime import ChildTracker, NoReaper, Runtime
 
 log = logging.getLogger("asyncsup")
@@ -37,7 +37,9 @@ def run(config: Config, args: argparse.Namespace) -> int:
         become_init_child(log_level=level, json_logs=json_lines)  # we are pid 2 from here on
     make_fds_private()
     raise_fd_limit()
-    stdout, stderr = LineSink("stdout", fd_writer(1)), LineSink("stderr", fd_writer(2))
+    keep_freed_memory()
+    stdout = LineSink("stdout", fd_writer(1), try_write=nowait_writer(1))
+    stderr = LineSink("stderr", fd_writer(2), try_write=nowait_writer(2))
     setup_logging(SinkHandler(stderr), level=level, json_lines=json_lines)
     reaper = NoReaper() if shimmed else _orphan_reaper(args)
 
@@ -67,6 +69,26 @@ def raise_fd_limit(target: int = 65536) -> None:
     wanted = target if hard == resource.RLIM_INFINITY else min(target, hard)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def keep_freed_memory(mmap_threshold: int = 4 << 20, trim_threshold: int = 32 << 20) -> None:
+    """Let glibc reuse the relay's freed 256 KiB chunks instead of giving them back to the kernel.
+
+    Each chunk read from a child, and its framed copy, is freed once written; glibc then trims the
+    top of the heap (brk) and the next chunk faults its pages in again: ~390 brk calls and
+    thousands of minor faults per 200 MB relayed, a third of the relay's CPU. With these
+    thresholds up to 32 MiB of freed heap is kept for reuse; at rest we hold little heap, so
+    the idle RSS does not change. Not glibc (musl): nothing to do.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, mmap_threshold)
+    mallopt(m_trim_threshold, trim_threshold)
 
 
 def _orphan_reaper(args: argparse.Namespace) -> ChildTracker:
