@@ -3,14 +3,18 @@
 ``redis://host:6379/0?stream=jobs`` (or ``rediss://``): the URL and its options are in
 redis_url.py, Symfony Messenger's entries in redis_interop.py.
 
-Keys: the stream, ``<stream>:delayed`` (sorted set), and with format=symfony ``<stream>__queue``.
+Keys: the stream, ``<stream>:delayed`` (sorted set), ``<stream>:leases`` (hash: each consumer's
+lease), ``<stream>:reclaims`` (a counter), and with format=symfony ``<stream>__queue``.
 One group per stream: acked entries are deleted (XDEL, so the stream does not grow), which would
 delete them for other groups too; a warning is logged when the stream has several groups.
 
-How leases, tokens, releases and delays map onto Redis is in redis_scripts.py; each method is
-one script (one atomic round trip), except publish (one pipelined XADD per batch) and an idle
-receive, which blocks in ``XREAD`` until an entry it has not seen arrives, then takes (every
-idle receiver of the stream wakes for a new entry and one of them gets it). Connection
+How leases, tokens, releases and delays map onto Redis is in redis_scripts.py. A receive is one
+round trip, a small script (due delayed messages, this consumer's lease, whether some lease has
+ended) pipelined with a plain ``XREADGROUP``; ended leases are claimed by a script, first thing
+in the next receive. An ack is one script (XACK + XDEL, plus the receipt check only when a lease
+may have changed hands); the other methods are one script each, publish one pipelined XADD per
+batch. An idle receive blocks in ``XREAD`` until an entry it has not seen arrives, then takes
+(every idle receiver of the stream wakes for a new entry and one of them gets it). Connection
 losses are ridden out in redis_link.py. A publish retried after a connection loss can store a
 batch twice (at-least-once); nothing is lost, and no entry is acked twice (acks check the lease).
 Not supported: Redis Cluster (the keys of a queue would need one hash slot), Sentinel.
@@ -19,21 +23,24 @@ Not supported: Redis Cluster (the keys of a queue would need one hash slot), Sen
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import socket
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult
 
 import anyio
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from asyncsup.errors import TransportClosed, TransportError
 from asyncsup.transports import redis_scripts as lua
 from asyncsup.transports.base import Delivery, QueueCounts
 from asyncsup.transports.redis_interop import FIELD, SYMFONY_FIELD, foreign
-from asyncsup.transports.redis_link import Link, Script, block_ms, command
+from asyncsup.transports.redis_link import Link, Script, block_ms, client, command, pipelined
 from asyncsup.transports.redis_url import RedisOptions, parse_url
 
 log = logging.getLogger("asyncsup.transports.redis")
@@ -41,6 +48,15 @@ log = logging.getLogger("asyncsup.transports.redis")
 RECEIPT = re.compile(r"(\d+-\d+|z[0-9a-f]{16}):\d+")
 STALE_CONSUMER_MS = 86_400_000  # a consumer holding nothing, unseen this long, is forgotten
 DELAYED_BATCH = 1000  # messages per delayed-publish script
+
+
+@dataclass(slots=True, repr=False)
+class Leased(Delivery):
+    """A received delivery, with its entry id and the reclaim epoch its receive saw (with them,
+    an ack can skip the check of its receipt)."""
+
+    entry_id: bytes = b""
+    epoch: int = -1
 
 
 class RedisTransport:
@@ -51,7 +67,12 @@ class RedisTransport:
         self.queue = options.stream
         self._options = options
         self._link = Link(url, make_client, options.retry_for)
-        self._keys = (options.stream, f"{options.stream}:delayed", f"{options.stream}__queue")
+        stream = options.stream
+        leases, epoch = f"{stream}:leases", f"{stream}:reclaims"
+        self._keys = (stream, f"{stream}:delayed", f"{stream}__queue", leases, epoch)
+        self._with_leases = (stream, leases)
+        self._with_epoch = (stream, epoch)
+        self._claim_due = False  # the last receive saw ended leases: the next one claims first
         self._consumer = options.consumer
         self._symfony = "1" if options.symfony else "0"
         self._closed = False
@@ -116,43 +137,116 @@ class RedisTransport:
         self._check_open()
         deadline = anyio.current_time() + max(wait, 0.0)
         while True:
-            batch, wake, last_id = await self._take(max_count, lease, deadline)
+            batch = await self._take(max_count, lease, deadline)
             if batch:
                 return batch
             left = deadline - anyio.current_time()
             if left <= 0:
                 return []
-            if last_id is not None:  # None: Redis unreachable, the take already waited
-                pause = min(left, self._options.recheck, wake if wake is not None else left)
-                await self._wait_for_new(last_id, pause, deadline)
+            if batch is not None:  # None: Redis unreachable, the take already waited
+                await self._wait(left, deadline)
 
-    async def _take(
-        self, count: int, lease: float, deadline: float
-    ) -> tuple[list[Delivery], float | None, bytes | None]:
-        """Move due delayed messages, reclaim ended leases, read new entries: one script.
+    async def _take(self, count: int, lease: float, deadline: float) -> list[Delivery] | None:
+        """Ended leases (when known to be there), then new entries; None: Redis unreachable.
 
-        Each attempt is shielded, so a cancellation cannot lose the reply; if one came while
-        the script ran, what it handed out is given back (uncounted) before the cancel goes on.
+        Claimed entries come first: they are older than any new one. Each step is shielded, so a
+        cancellation cannot lose a reply; if one came while it ran, what it handed out is given
+        back (uncounted) before the cancel goes on.
         """
-        args = [self._options.group, self.consumer, count, _ms(lease), self._symfony]
+        lease_ms = _ms(lease)
+        claimed = await self._claim(count, lease_ms, deadline) if self._claim_due else []
+        if claimed is None:
+            return None
+        fresh = await self._read(count - len(claimed), lease_ms, deadline) if len(claimed) < count else []
+        if fresh is None:
+            return claimed or None
+        if self._claim_due and not claimed and len(fresh) < count:  # the read saw ended leases
+            claimed = await self._claim(count - len(fresh), lease_ms, deadline) or []
+        batch = claimed + fresh
+        if batch:
+            try:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await self._give_back(batch)
+                raise
+        return batch
+
+    async def _read(self, count: int, lease_ms: str, deadline: float) -> list[Delivery] | None:
+        """PREPARE + XREADGROUP in one round trip: the hot path, nothing written per entry."""
         reply = await self._link.call_or(
-            lambda r: self._eval(r, lua.TAKE, self._keys, args), None, until=deadline, shield=True
+            lambda r: self._prepare_and_read(r, count, lease_ms), None, until=deadline, shield=True
         )
         if reply is None:
-            return [], None, None
-        if len(reply) == 2:
-            wake = float(reply[0]) / 1000 if reply[0] is not None else None
-            return [], wake, reply[1]
-        reclaimed = zip(reply[2], reply[3], strict=True)
-        batch = [self._entry(entry_id, fields, c) for (entry_id, fields), c in reclaimed]
-        batch += self._fresh(reply[4])
-        try:
-            await anyio.lowlevel.checkpoint_if_cancelled()
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await self._give_back(batch)
-            raise
-        return batch, None, None
+            return None
+        prepared, entries = reply
+        epoch, due, registered = prepared if prepared is not None else (-1, 0, 0)
+        self._claim_due = bool(due)
+        batch = self._fresh(entries, epoch)
+        if batch and registered > math.ceil(float(lease_ms)):
+            await self._shorten(batch, lease_ms)
+        return batch
+
+    async def _prepare_and_read(self, r: Redis, count: int, lease_ms: str) -> tuple[Any, Any]:
+        """(PREPARE's reply or None when it failed, XREADGROUP's reply); makes the group if missing.
+
+        XREADGROUP runs even when PREPARE fails (a pipeline is not a transaction). When the server
+        lacks the script (first use, a restart), PREPARE runs right after: what was delivered is
+        not claimable before it registers the lease (an unregistered owner's lease is 24 h). On
+        any other failure of PREPARE what was delivered is handed out all the same, its epoch
+        unknown (its acks are checked) and its lease the registered one.
+        """
+        group, me, keys = self._options.group, self.consumer, self._keys
+        args = (group, me, lease_ms, self._symfony)
+        prepare = ("EVALSHA", lua.PREPARE.sha, len(keys), *keys, *args)
+        read = ("XREADGROUP", "GROUP", group, me, "COUNT", count, "STREAMS", self.queue, ">")
+        for attempt in (1, 2):
+            prepared, entries = await pipelined(r, prepare, read)
+            if attempt == 1 and isinstance(entries, Exception) and str(entries).startswith("NOGROUP"):
+                await self._create_group(r)
+                continue
+            if isinstance(prepared, NoScriptError):
+                prepared = await lua.PREPARE.run(r, keys, args)
+            if isinstance(entries, Exception):
+                raise entries
+            if isinstance(prepared, Exception):
+                if not entries:
+                    raise prepared
+                prepared = None
+            return prepared, entries
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    async def _claim(self, count: int, lease_ms: str, deadline: float) -> list[Delivery] | None:
+        """Take over entries whose lease ended (anyone's, this consumer's too): a delivery counted."""
+        keys = (self.queue, *self._keys[3:])
+        args = [self._options.group, self.consumer, count, lease_ms]
+        reply = await self._link.call_or(
+            lambda r: self._eval(r, lua.CLAIM, keys, args), None, until=deadline, shield=True
+        )
+        if reply is None:
+            return None
+        epoch, entries, tokens = reply
+        self._claim_due = len(entries) == count  # a full batch: there may be more
+        return [self._entry(eid, fields, t, epoch) for (eid, fields), t in zip(entries, tokens, strict=True)]
+
+    async def _shorten(self, batch: list[Delivery], lease_ms: str) -> None:
+        """Write a lease shorter than the registered one into the idle times; one attempt: if
+        Redis fails here, these entries keep the registered (longer) lease."""
+        args = [self._options.group, self.consumer, lease_ms, *[d.receipt for d in batch]]
+        keys = self._with_leases
+        await self._link.call_or(
+            lambda r: self._eval(r, lua.EXTEND, keys, args), None, until=anyio.current_time(), shield=True
+        )
+
+    async def _wait(self, left: float, deadline: float) -> None:
+        """Nothing to take: block until a new entry, the next delayed message or lease end."""
+        args = [self._options.group, self._symfony]
+        reply = await self._link.call_or(
+            lambda r: self._eval(r, lua.WAKE, self._keys[:4], args), None, until=deadline
+        )
+        if reply is not None:
+            wake = float(reply[0]) / 1000 if reply[0] is not None else left
+            await self._wait_for_new(reply[1], min(left, self._options.recheck, wake), deadline)
 
     async def _wait_for_new(self, last_id: bytes, pause: float, deadline: float) -> None:
         """Block until an entry after the group's last delivered one exists, or `pause` passed."""
@@ -166,29 +260,31 @@ class RedisTransport:
                 self._waiting.discard(scope)
         self._check_open()
 
-    def _fresh(self, entries: list[Any]) -> list[Delivery]:
+    def _fresh(self, reply: Any, epoch: int) -> list[Delivery]:
         """Deliveries of entries read for the first time: the hot path, kept lean."""
-        queue, out = self.queue, []
+        if not reply:
+            return []
+        entries = next(iter(reply.values())) if type(reply) is dict else reply[0][1]  # RESP3 : RESP2
+        queue, out = self.queue, list[Delivery]()
         for entry_id, fields in entries:
-            if len(fields) == 2 and fields[0] == FIELD:  # ours, never requeued: counter 1
-                out.append(Delivery(entry_id.decode() + ":1", fields[1], 1, queue))
+            if len(fields) == 2 and fields[0] == FIELD:  # ours, never requeued: delivery 1
+                out.append(Leased(entry_id.decode() + ":1", fields[1], 1, queue, entry_id, epoch))
             else:
-                out.append(self._entry(entry_id, fields, None))
+                out.append(self._entry(entry_id, fields, 1, epoch))
         return out
 
-    def _entry(self, entry_id: bytes, fields: list[bytes], counter: int | None) -> Delivery:
-        """A delivery of any entry; a new entry's counter is 1 + the deliveries it carries (d)."""
+    def _entry(self, entry_id: bytes, fields: list[bytes], token: int, epoch: int) -> Delivery:
+        """A delivery of any entry: its count is the token + the deliveries it carries (d)."""
         eid, named = entry_id.decode(), dict(zip(fields[::2], fields[1::2], strict=False))
-        if counter is None:
-            carried = named.get(b"d", b"0")
-            counter = 1 + (int(carried) if carried.isdigit() else 0)
+        carried = named.get(b"d", b"0")
+        deliveries = token + (int(carried) if carried.isdigit() else 0)
         if FIELD in named:
             data = named[FIELD]
         elif SYMFONY_FIELD in named:
             data = foreign(1, named[SYMFONY_FIELD], eid, self._options.symfony)
         else:
             data = foreign(2, fields, eid, self._options.symfony)
-        return Delivery(f"{eid}:{counter}", data, counter, self.queue)
+        return Leased(f"{eid}:{token}", data, deliveries, self.queue, entry_id, epoch)
 
     def _browsed(self, reply: list[Any]) -> list[Delivery]:
         """Deliveries from a browse reply (id, counter, kind, data, ...); receipts hold no lease."""
@@ -202,34 +298,48 @@ class RedisTransport:
 
     async def _give_back(self, batch: list[Delivery]) -> None:
         """Release what a cancelled receive took; one attempt: if Redis fails, the lease ends."""
-        args = [self._options.group, self.consumer, *[d.receipt for d in batch]]
         await self._link.call_or(
-            lambda r: self._eval(r, lua.RELEASE, self._keys[:1], args), None, until=anyio.current_time()
+            lambda r: self._eval(r, lua.RELEASE, self._with_epoch, self._settle_args(batch)),
+            None,
+            until=anyio.current_time(),
         )
 
     # --- settling ----------------------------------------------------------------------------
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        await self._settle(lua.ACK, deliveries)
+        """XACK + XDEL; the receipts are checked only if a lease changed hands since the oldest
+        of them was received (see redis_scripts.py, "Acks without the check")."""
+        self._check_open()
+        if not deliveries:
+            return
+        leased = [d for d in deliveries if isinstance(d, Leased)]
+        if len(leased) == len(deliveries):
+            args = [self._options.group, min(d.epoch for d in leased), *[d.entry_id for d in leased]]
+            if await self._run(lua.ACK, self._with_epoch, args) >= 0:
+                return
+        await self._run(lua.ACK_HELD, self._keys[:1], self._settle_args(deliveries))
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
-        await self._settle(lua.RELEASE, deliveries)
+        self._check_open()
+        if deliveries:
+            await self._run(lua.RELEASE, self._with_epoch, self._settle_args(deliveries))
+            self._claim_due = True  # so that this transport's next receive takes them back first
 
     async def extend(self, deliveries: Sequence[Delivery], *, lease: float) -> None:
-        await self._settle(lua.EXTEND, deliveries, _ms(lease))
+        self._check_open()
+        if deliveries:
+            await self._run(lua.EXTEND, self._with_leases, self._settle_args(deliveries, _ms(lease)))
 
     async def requeue(self, delivery: Delivery, data: bytes, *, delay: float) -> None:
         self._check_open()
         uniq = os.urandom(8).hex()
-        args = [self._options.group, self.consumer, _ms(delay), uniq, data, delivery.receipt]
+        args = [*self._settle_args((), _ms(delay), uniq, data, delivery.deliveries), delivery.receipt]
         await self._run(lua.REQUEUE, self._keys[:2], args)
 
-    async def _settle(self, script: Script, deliveries: Sequence[Delivery], *extra: Any) -> None:
-        """Run a settle script over the receipts; only leases this consumer still holds change."""
-        self._check_open()
-        if deliveries:
-            receipts = [d.receipt for d in deliveries]
-            await self._run(script, self._keys[:1], [self._options.group, self.consumer, *extra, *receipts])
+    def _settle_args(self, deliveries: Sequence[Delivery], *extra: Any) -> list[Any]:
+        """A settle script's ARGV: group, consumer, extra..., receipts (only leases this consumer
+        still holds with that token change)."""
+        return [self._options.group, self.consumer, *extra, *[d.receipt for d in deliveries]]
 
     # --- looking -----------------------------------------------------------------------------
 
@@ -238,7 +348,7 @@ class RedisTransport:
         released; in_flight: the rest of the pending entries; delayed: the delayed set(s)."""
         self._check_open()
         ready, in_flight, delayed = await self._run(
-            lua.COUNTS, self._keys, [self._options.group, self._symfony]
+            lua.COUNTS, self._keys[:4], [self._options.group, self._symfony]
         )
         return QueueCounts(ready=int(ready), in_flight=int(in_flight), delayed=int(delayed))
 
@@ -296,7 +406,7 @@ class RedisTransport:
     async def _prune(self) -> None:
         args = [self._options.group, self.consumer, STALE_CONSUMER_MS]
         await self._link.call_or(
-            lambda r: lua.PRUNE.run(r, self._keys[:1], args), None, until=anyio.current_time()
+            lambda r: lua.PRUNE.run(r, self._with_leases, args), None, until=anyio.current_time()
         )
 
     def _check_open(self) -> None:
@@ -313,6 +423,10 @@ class RedisTransport:
         except Exception as exc:
             if not str(exc).startswith("NOGROUP"):
                 raise
+        await self._create_group(r)
+        return await script.run(r, keys, args)
+
+    async def _create_group(self, r: Redis) -> None:
         groups = await lua.CREATE_GROUP.run(r, self._keys[:1], [self._options.group])
         if groups > 1 and not self._warned_groups:
             self._warned_groups = True
@@ -320,7 +434,6 @@ class RedisTransport:
                 "%s: stream %r has %d consumer groups; acked entries are deleted for all of them",
                 self.url, self.queue, groups,
             )  # fmt: skip
-        return await script.run(r, keys, args)
 
 
 def _ms(seconds: float) -> str:
@@ -331,4 +444,4 @@ def _ms(seconds: float) -> str:
 def open_redis(url: str, parts: SplitResult) -> RedisTransport:
     """A RedisTransport for a redis:// or rediss:// URL (no connection is made yet)."""
     shown, options, client_kwargs = parse_url(url, parts)
-    return RedisTransport(shown, options, lambda: Redis(**client_kwargs))
+    return RedisTransport(shown, options, lambda: client(client_kwargs))

@@ -101,15 +101,17 @@ class Link:
     async def _attempts(self, op: Op[T], until: float | None, shield: bool) -> T:
         while True:
             await self._wait_turn(until)
+            client = self.client()
             try:
                 if shield:
                     with anyio.CancelScope(shield=True):
-                        result = await op(self.client())
+                        result = await op(client)
                 else:
-                    result = await op(self.client())
+                    result = await op(client)
             except Exception as exc:
                 if self._closed:  # close() cut the connection under this call (uvloop may say
-                    raise TransportClosed(self.url) from exc  # RuntimeError: handler is closed)
+                    await _close(client)  # RuntimeError: handler is closed): see below
+                    raise TransportClosed(self.url) from exc
                 if not isinstance(exc, OUTAGE):
                     if isinstance(exc, rx.RedisError):
                         raise _mapped(self.url, exc) from exc
@@ -118,6 +120,8 @@ class Link:
                 if self._past(until):
                     raise _GaveUp() from exc
                 continue
+            if self._closed:  # close() came during the call, which may have opened a connection
+                await _close(client)  # since: left open, uvloop would wait for it at loop close
             self._succeeded()
             return result
 
@@ -160,9 +164,14 @@ class Link:
         self._closed = True
         client, self._client = self._client, None
         if client is not None:
-            closing = getattr(client, "aclose", None) or client.close  # aclose: redis-py >= 5.0.1
-            with anyio.CancelScope(shield=True), contextlib.suppress(rx.RedisError, OSError):
-                await closing()
+            await _close(client)
+
+
+async def _close(client: Redis) -> None:
+    """Close the client's connections (again: closing twice is harmless), whatever happens."""
+    closing = getattr(client, "aclose", None) or client.close  # aclose: redis-py >= 5.0.1
+    with anyio.CancelScope(shield=True), contextlib.suppress(rx.RedisError, OSError):
+        await closing()
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +193,26 @@ class Script:
             return await command(r, "EVALSHA", self.sha, len(keys), *keys, *args)
         except rx.NoScriptError:  # a restarted or flushed server: EVAL also caches it again
             return await command(r, "EVAL", self.source, len(keys), *keys, *args)
+
+
+def client(kwargs: dict[str, Any]) -> Redis:
+    """A redis-py client whose XREADGROUP replies stay as hiredis parsed them (lists): redis-py
+    would otherwise make a dict of every entry, which the transport does not need."""
+    made = Redis(**kwargs)
+    made.set_response_callback("XREADGROUP", _as_is)
+    return made
+
+
+def _as_is(response: Any, **options: Any) -> Any:
+    return response
+
+
+async def pipelined(r: Redis, *commands: Sequence[Any]) -> list[Any]:
+    """Commands in one round trip (not a transaction: each runs); errors come back in place."""
+    async with r.pipeline(transaction=False) as pipe:
+        for args in commands:
+            pipe.execute_command(*args)
+        return list(await pipe.execute(raise_on_error=False))
 
 
 async def command(r: Redis, *args: Any) -> Any:

@@ -1,39 +1,55 @@
-"""The Lua scripts of the Redis transport: every state change is one atomic script, one round trip.
+"""The Lua scripts of the Redis transport: every state change is atomic, with few commands per message.
 
-How a lease is kept (the "horizon" trick): a stream's pending entries list (PEL) records, per
-entry, its owner, a delivery counter and the time of the last delivery. Redis can only reclaim by
-*idle time* (XAUTOCLAIM min-idle), which would make the lease the claimer's choice. Instead every
-lease is written into that idle time: an entry leased for L ms gets ``IDLE = HORIZON - L`` (XCLAIM
-... IDLE ... JUSTID, which neither changes the owner nor counts a delivery), and every claimer
-reclaims at ``min-idle = HORIZON``. So an entry comes back exactly when *its holder's* lease ends,
-an extend rewrites the idle time, a release sets it to HORIZON (claimable at once). XPENDING
-therefore shows an idle time of "HORIZON minus the lease left".
+How a lease is kept. A stream's pending entries list (PEL) records, per entry, its owner, a delivery
+counter and the time of its last delivery; Redis itself can only tell how long an entry has been
+*idle*. Delivery sets the idle time to 0, which is the start of the lease, so the hot path writes
+nothing per entry: a receive is a plain ``XREADGROUP``. What a claimer must know is how long the
+holder's lease is, and that is kept per consumer in the hash ``<stream>:leases`` (consumer -> ms):
+an entry's lease has ended when its idle time reaches its owner's registered lease (owners not
+registered, e.g. other software, count as HORIZON, 24 h). A consumer registers the longest lease
+it uses; a shorter lease, an extend and a release are written into the idle time (``XCLAIM ...
+IDLE registered-minus-lease JUSTID``, which changes neither the owner nor the counter): an entry
+then comes back exactly when *its* lease ends, whoever looks. Registering a longer lease shifts
+the idle times of the consumer's own entries, so what they had left is kept. Claims scan the
+whole PEL (``XPENDING IDLE <shortest registered lease>``), oldest first, and take every entry
+whose lease has ended, not only the oldest.
 
-The delivery counter is the lease token: a receipt is ``<entry id>:<counter>``, and a settle
-(ack, extend, release, requeue) only touches entries still owned by this consumer *with that
-counter*. A reclaim counts a delivery, so a receipt whose lease was lost is inert. A release sets
-the counter back by one (RETRYCOUNT): the next receive counts it again, so no attempt is burnt.
+Tokens. The delivery counter is the lease token: a receipt is ``<entry id>:<counter>``, and a
+settle only touches entries still owned by this consumer *with that counter* (``held``). A claim
+counts a delivery, so a receipt whose lease was lost is inert. A release sets the counter back by
+one (RETRYCOUNT): the next claim counts it again, so no attempt is burnt.
 
-Entry fields: ``m`` = our envelope bytes; ``d`` = deliveries already counted before this entry
-existed (a requeue writes a new entry: the counter is carried over with RETRYCOUNT on its first
-delivery). A Symfony entry has one field ``message``. Delayed messages wait in the sorted set
-``<stream>:delayed`` (score = due time in ms, member ``<16 hex uniq>:<d>:<bytes>``) and are moved
-into the stream by the take script when due, in the same atomic step (two consumers never move
-one message twice). Symfony's own delayed set ``<stream>__queue`` is moved too with format=symfony.
+Acks without the check. Walking the PEL to check every receipt costs Redis more than the ack
+itself, and it is only needed if an entry can have changed hands since it was received. That
+happens in two ways only, a claim of an ended lease and a release, and both increment the
+counter ``<stream>:reclaims`` (the "epoch"). Every receive reports the epoch it saw before it
+delivered; an ack whose deliveries were all received at the current epoch needs no check (each
+entry is still this consumer's with the token it was given, or gone), so it is a bare XACK + XDEL.
+Otherwise the ack checks every receipt as before. Not covered: software that claims our entries
+without this counter (asyncsup before this design claims only after 24 h idle), and a Redis that
+goes back in time (restored from an older snapshot, a failover to a lagging replica): an entry
+delivered again after that may be acked by its earlier holder, who has handled it.
 
-A take answers ``[false, false, reclaimed entries, their counters, new entries]`` (entries as
-XAUTOCLAIM/XREADGROUP give them: ``[id, [field, value, ...]]``; a new entry's counter is 1 + its
-``d``), or ``[wake_ms|false, last_delivered_id]`` when there was nothing to take. Browse answers
-flat ``[id, counter, kind, data, ...]``: kind 0 = our ``m`` field, 1 = a ``message`` field (data is
-its value), 2 = neither (data is the field list). Scripts need Redis >= 6.2 (XAUTOCLAIM); the tests
-run 7.0.
+Entry fields: ``m`` = our envelope bytes; ``d`` = deliveries counted before this entry existed (a
+requeue writes a new entry): a delivery's count is its token + ``d``. A Symfony entry has one
+field ``message``. Delayed messages wait in the sorted set ``<stream>:delayed`` (score = due time
+in ms, member ``<16 hex uniq>:<d>:<bytes>``) and are moved into the stream by PREPARE when due,
+atomically (two consumers never move one message twice); with format=symfony, Symfony's own
+delayed set ``<stream>__queue`` too.
+
+A receive is PREPARE + ``XREADGROUP`` in one pipeline; PREPARE answers ``[epoch, due, registered]``
+(due = 1 when some lease has ended: the next receive claims with CLAIM first). CLAIM answers
+``[epoch, entries, their counters]``; WAKE (when there was nothing) ``[wake_ms|false,
+last_delivered_id]``. Browse answers flat ``[id, counter, kind, data, ...]``: kind 0 = our ``m``
+field, 1 = a ``message`` field (data is its value), 2 = neither (data is the field list). Scripts
+need Redis >= 6.2 (XPENDING IDLE); the tests run 7.0.
 """
 
 from __future__ import annotations
 
 from asyncsup.transports.redis_link import Script
 
-HORIZON_MS = 86_400_000  # 24 h: the longest lease; an idle time >= this means "lease ended"
+HORIZON_MS = 86_400_000  # 24 h: the longest lease, and the lease of an owner that registered none
 
 _HELPERS = r"""
 local function now_ms()
@@ -63,9 +79,10 @@ local function push(out, id, counter, fields)
   out[#out + 1] = data
 end
 
--- run redis.call(head..., ids[i..j]..., tail...) over ids in chunks (Lua's unpack has a limit)
+-- run redis.call(head..., ids[i..j]..., tail...) over ids in chunks (Lua's unpack has a limit);
+-- the replies of the calls, concatenated
 local function chunked(head, ids, tail)
-  local n = #ids
+  local n, out = #ids, {}
   for i = 1, n, 500 do
     local args, k = {unpack(head)}, #head
     for j = i, math.min(i + 499, n) do
@@ -76,8 +93,12 @@ local function chunked(head, ids, tail)
       k = k + 1
       args[k] = a
     end
-    redis.call(unpack(args))
+    local reply = redis.call(unpack(args))
+    if type(reply) == 'table' then
+      for _, r in ipairs(reply) do out[#out + 1] = r end
+    end
   end
+  return out
 end
 
 -- the entry ids of the receipts ARGV[from..] ("<id>:<token>") that this consumer still holds
@@ -117,6 +138,55 @@ local function held(stream, group, me, from)
   return out
 end
 
+-- the lease registry: {consumer = ms} and the shortest registered lease
+local function leases(key)
+  local flat = redis.call('HGETALL', key)
+  local by, shortest = {}, HORIZON
+  for i = 1, #flat, 2 do
+    local lease = tonumber(flat[i + 1])
+    by[flat[i]] = lease
+    if lease < shortest then shortest = lease end
+  end
+  return by, shortest
+end
+
+-- register a lease of at least `want` ms for `me` and return the registered one; when it grows,
+-- me's entries are shifted so that each keeps the time it had left
+local function register(stream, group, key, me, want)
+  local have = tonumber(redis.call('HGET', key, me))
+  if have and have >= want then return have end
+  redis.call('HSET', key, me, want)
+  if have then
+    local start = '-'
+    repeat
+      local page = redis.call('XPENDING', stream, group, start, '+', 1000, me)
+      for _, p in ipairs(page) do
+        redis.call('XCLAIM', stream, group, me, 0, p[1], 'IDLE', p[3] + want - have, 'JUSTID')
+      end
+      if #page > 0 then start = '(' .. page[#page][1] end
+    until #page < 1000
+  end
+  return want
+end
+
+-- up to `count` pending entries whose owner's lease has ended, oldest first: [id, owner, idle, n]
+local function ended(stream, group, by, shortest, count)
+  local out, start = {}, '-'
+  while #out < count do
+    local page = redis.call('XPENDING', stream, group, 'IDLE', shortest, start, '+', 100)
+    for _, p in ipairs(page) do
+      if #out < count and p[3] >= (by[p[2]] or HORIZON) then out[#out + 1] = p end
+    end
+    if #page < 100 then break end
+    start = '(' .. page[#page][1]
+  end
+  return out
+end
+
+local function epoch(key)
+  return tonumber(redis.call('GET', key) or '0')
+end
+
 -- move due delayed messages into the stream (ours: "uniq:d:bytes"; Symfony's: its JSON)
 local function move_due(stream, zkey, now, symfony)
   local due = redis.call('ZRANGEBYSCORE', zkey, '-inf', ms(now), 'LIMIT', 0, 500)
@@ -153,67 +223,64 @@ local function group_info(stream, group)
   end
   return nil
 end
-"""
+""".replace("HORIZON", str(HORIZON_MS))
 
-# KEYS: stream, delayed, symfony queue. ARGV: group, me, count, lease_ms, symfony (1/0)
-TAKE = Script.of(
+# Before every XREADGROUP, in the same pipeline. KEYS: stream, delayed, symfony queue, leases,
+# reclaims. ARGV: group, me, lease_ms, symfony (1/0) -> {epoch, due (1/0), registered lease}
+PREPARE = Script.of(
     _HELPERS
     + r"""
 local stream, group, me = KEYS[1], ARGV[1], ARGV[2]
-local count, hold = tonumber(ARGV[3]), HORIZON - tonumber(ARGV[4])
-local symfony = ARGV[5] == '1'
 local now = now_ms()
 move_due(stream, KEYS[2], now, false)
-if symfony then move_due(stream, KEYS[3], now, true) end
-local taken, claimed, counters, fresh = {}, {}, {}, {}
+if ARGV[4] == '1' then move_due(stream, KEYS[3], now, true) end
+local have = register(stream, group, KEYS[4], me, math.ceil(tonumber(ARGV[3])))
+local by, shortest = leases(KEYS[4])
+local due = #ended(stream, group, by, shortest, 1)
+return {epoch(KEYS[5]), due, have}
+"""
+)
 
--- 1. leases that ran out, anywhere in the group (all of them are scanned, oldest entry first)
-local first = redis.call('XPENDING', stream, group, 'IDLE', HORIZON, '-', '+', 1)
-if first[1] then
-  local cursor = first[1][1]
-  repeat
-    local r = redis.call('XAUTOCLAIM', stream, group, me, HORIZON, cursor, 'COUNT', count - #taken)
-    cursor = r[1]
-    for _, e in ipairs(r[2]) do
-      if e then  -- Redis 6.2 answers a deleted entry with nil
-        taken[#taken + 1] = e[1]
-        claimed[#claimed + 1] = e
-      end
-    end
-  until cursor == '0-0' or #taken >= count
-  for i, e in ipairs(claimed) do
-    counters[i] = redis.call('XPENDING', stream, group, e[1], e[1], 1)[1][4]
+# KEYS: stream, leases, reclaims. ARGV: group, me, count, lease_ms -> {epoch, entries, counters}
+CLAIM = Script.of(
+    _HELPERS
+    + r"""
+local stream, group, me = KEYS[1], ARGV[1], ARGV[2]
+local lease = math.ceil(tonumber(ARGV[4]))
+local have = register(stream, group, KEYS[2], me, lease)
+local by, shortest = leases(KEYS[2])
+local ids, counters = {}, {}
+for i, p in ipairs(ended(stream, group, by, shortest, tonumber(ARGV[3]))) do
+  ids[i] = p[1]
+  counters[p[1]] = p[4] + 1
+end
+if #ids == 0 then return {epoch(KEYS[3]), {}, {}} end
+local now = redis.call('INCR', KEYS[3])  -- before XCLAIM: acks of what changed hands get checked
+local entries, out = {}, {}
+for _, e in ipairs(chunked({'XCLAIM', stream, group, me, 0}, ids, {'IDLE', have - lease})) do
+  if e then  -- a deleted entry: Redis 6.2 answers nil (7.0 drops it from the PEL and the reply)
+    entries[#entries + 1] = e
+    out[#out + 1] = counters[e[1]]
   end
 end
+return {now, entries, out}
+"""
+)
 
--- 2. entries never delivered to the group (returned as XREADGROUP gave them: no re-packing)
-if #taken < count then
-  local r = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', count - #taken, 'STREAMS', stream, '>')
-  if r then
-    fresh = r[1][2]
-    for _, e in ipairs(fresh) do
-      taken[#taken + 1] = e[1]
-      local d = #e[2] > 2 and tonumber(field(e[2], 'd'))  -- a requeued entry: count on
-      if d and d > 0 then
-        redis.call('XCLAIM', stream, group, me, 0, e[1], 'RETRYCOUNT', d + 1, 'JUSTID')
-      end
-    end
-  end
-end
-
--- 3. the lease, written into the idle time
-if #taken > 0 then
-  chunked({'XCLAIM', stream, group, me, 0}, taken, {'IDLE', hold, 'JUSTID'})
-  return {false, false, claimed, counters, fresh}
-end
-
--- nothing: say when to look again (next delayed due, or next lease end when the PEL is small)
+# Nothing to take: when to look again. KEYS: stream, delayed, symfony queue, leases.
+# ARGV: group, symfony -> {wake_ms|false, last delivered id}
+WAKE = Script.of(
+    _HELPERS
+    + r"""
+local stream, group = KEYS[1], ARGV[1]
+local now = now_ms()
 local wake = first_due(KEYS[2], now, nil)
-if symfony then wake = first_due(KEYS[3], now, wake) end
+if ARGV[2] == '1' then wake = first_due(KEYS[3], now, wake) end
+local by = leases(KEYS[4])
 local pel = redis.call('XPENDING', stream, group, '-', '+', 200)
-if #pel < 200 then
+if #pel < 200 then  -- the next lease end, when that is cheap to know
   for _, p in ipairs(pel) do
-    local left = HORIZON - p[3]
+    local left = (by[p[2]] or HORIZON) - p[3]
     if not wake or left < wake then wake = left end
   end
 end
@@ -222,8 +289,23 @@ return {wake, group_info(stream, group)['last-delivered-id']}
 """.replace("HORIZON", str(HORIZON_MS))
 )
 
-# KEYS: stream. ARGV: group, me, receipts...
+# The hot path. KEYS: stream, reclaims. ARGV: group, the epoch at the oldest delivery's receive,
+# entry ids... -> how many were acked, or -1 when a lease changed hands since: then ACK_HELD.
 ACK = Script.of(
+    _HELPERS
+    + r"""
+if epoch(KEYS[2]) ~= tonumber(ARGV[2]) then return -1 end
+for i = 3, #ARGV, 500 do
+  local j = math.min(i + 499, #ARGV)
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, j))
+  redis.call('XDEL', KEYS[1], unpack(ARGV, i, j))
+end
+return #ARGV - 2
+"""
+)
+
+# KEYS: stream. ARGV: group, me, receipts... (each checked: only leases still held are acked)
+ACK_HELD = Script.of(
     _HELPERS
     + r"""
 local ids = held(KEYS[1], ARGV[1], ARGV[2], 3)
@@ -233,26 +315,29 @@ return #ids
 """
 )
 
-# KEYS: stream. ARGV: group, me, lease_ms, receipts...
+# KEYS: stream, leases. ARGV: group, me, lease_ms, receipts...
 EXTEND = Script.of(
     _HELPERS
     + r"""
 local ids = held(KEYS[1], ARGV[1], ARGV[2], 4)
-local hold = HORIZON - tonumber(ARGV[3])
-chunked({'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}, ids, {'IDLE', hold, 'JUSTID'})
+local lease = math.ceil(tonumber(ARGV[3]))
+local have = register(KEYS[1], ARGV[1], KEYS[2], ARGV[2], lease)
+chunked({'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}, ids, {'IDLE', have - lease, 'JUSTID'})
 return #ids
-""".replace("HORIZON", str(HORIZON_MS))
+"""
 )
 
-# KEYS: stream. ARGV: group, me, receipts... Claimable at once, the delivery uncounted.
+# KEYS: stream, reclaims. ARGV: group, me, receipts... Claimable at once, the delivery uncounted.
 RELEASE = Script.of(
     _HELPERS
     + r"""
 local ids, token = held(KEYS[1], ARGV[1], ARGV[2], 3), {}
+if #ids == 0 then return 0 end
 for i = 3, #ARGV do
   local id, n = string.match(ARGV[i], '^(.*):(%d+)$')
   if id then token[id] = tonumber(n) end
 end
+redis.call('INCR', KEYS[2])
 for _, id in ipairs(ids) do
   redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id,
              'IDLE', HORIZON, 'RETRYCOUNT', token[id] - 1, 'JUSTID')
@@ -261,14 +346,13 @@ return #ids
 """.replace("HORIZON", str(HORIZON_MS))
 )
 
-# KEYS: stream, delayed. ARGV: group, me, delay_ms, uniq, data, receipt
+# KEYS: stream, delayed. ARGV: group, me, delay_ms, uniq, data, deliveries so far, receipt
 REQUEUE = Script.of(
     _HELPERS
     + r"""
-local ids = held(KEYS[1], ARGV[1], ARGV[2], 6)
+local ids = held(KEYS[1], ARGV[1], ARGV[2], 7)
 if #ids == 0 then return 0 end
-local id = ids[1]
-local counted = string.match(ARGV[6], ':(%d+)$')
+local id, counted = ids[1], ARGV[6]
 redis.call('XACK', KEYS[1], ARGV[1], id)
 redis.call('XDEL', KEYS[1], id)
 local delay = tonumber(ARGV[3])
@@ -296,7 +380,8 @@ return due
 """
 )
 
-# KEYS: stream, delayed, symfony queue. ARGV: group, symfony. -> {ready, in_flight, delayed}
+# KEYS: stream, delayed, symfony queue, leases. ARGV: group, symfony.
+# -> {ready, in_flight, delayed}
 COUNTS = Script.of(
     _HELPERS
     + r"""
@@ -307,17 +392,13 @@ if redis.call('EXISTS', stream) == 0 then return {0, 0, later} end
 local len = redis.call('XLEN', stream)
 local info = group_info(stream, group)
 if not info then return {len, 0, later} end
-local pending, expired, start = info['pending'], 0, '-'
-while pending > 0 do
-  local page = redis.call('XPENDING', stream, group, 'IDLE', HORIZON, start, '+', 1000)
-  expired = expired + #page
-  if #page < 1000 then break end
-  start = '(' .. page[#page][1]
-end
+local pending = info['pending']
+local by, shortest = leases(KEYS[4])
+local expired = #ended(stream, group, by, shortest, pending)
 local lag = info['lag']
 if not lag then lag = math.max(len - pending, 0) end  -- unknown after deletions ahead of the group
 return {lag + expired, pending - expired, later}
-""".replace("HORIZON", str(HORIZON_MS))
+"""
 )
 
 # KEYS: stream, delayed. ARGV: group, offset, limit -> flat deliveries (receipt token 0)
@@ -333,7 +414,7 @@ if offset < len then
   for i = offset + 1, #entries do
     local e = entries[i]
     local p = redis.call('XPENDING', stream, group, e[1], e[1], 1)
-    local counter = p[1] and p[1][4] or tonumber(field(e[2], 'd') or '0') or 0
+    local counter = (p[1] and p[1][4] or 0) + (tonumber(field(e[2], 'd') or '0') or 0)
     push(out, e[1], counter, e[2])
     n = n + 1
   end
@@ -379,8 +460,9 @@ end
 return #redis.call('XINFO', 'GROUPS', KEYS[1])
 """)
 
-# KEYS: stream. ARGV: group, me, stale_ms. Forget consumers that hold nothing: this one, and
-# any not seen for stale_ms (processes that died). A consumer with pending entries is kept.
+# KEYS: stream, leases. ARGV: group, me, stale_ms. Forget consumers that hold nothing (and their
+# registered lease): this one, and any not seen for stale_ms (processes that died). A consumer
+# with pending entries is kept, and so is its lease: its entries come back when that ends.
 PRUNE = Script.of(r"""
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
@@ -391,6 +473,7 @@ for _, c in ipairs(consumers) do
   for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
   if info['pending'] == 0 and (info['name'] == ARGV[2] or info['idle'] >= stale) then
     redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    redis.call('HDEL', KEYS[2], info['name'])
     gone = gone + 1
   end
 end

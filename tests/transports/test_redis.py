@@ -214,6 +214,81 @@ async def test_the_delivery_count_comes_from_the_pending_entries_list(opened: Op
     assert (again[0].data, again[0].deliveries) == (b"m2", 4)  # a requeue keeps counting
 
 
+async def test_a_stale_ack_after_another_consumer_claimed_is_refused(opened: Opened) -> None:
+    """Given A's lease on m ran out and B claimed m, when A acks m together with n (received in
+    the same epoch as m), then only n is acked: B's delivery of m stays, until B acks it."""
+    a, b = opened("q"), opened("q")
+    await a.publish([b"m", b"n"])
+    stale = await a.receive(1, lease=0.2, wait=0)
+    kept = await a.receive(1, lease=LONG, wait=0)  # a longer lease: m keeps its 0.2 s
+    with anyio.fail_after(BOUND):
+        current = await b.receive(1, lease=LONG, wait=LONG)
+    assert datas(current) == [b"m"] and current[0].deliveries == 2
+
+    await a.ack(stale + kept)
+
+    assert await a.counts() == QueueCounts(ready=0, in_flight=1, delayed=0)
+    await b.ack(current)
+    assert await b.counts() == EMPTY
+
+
+async def test_acks_are_checked_only_after_a_lease_may_have_changed_hands(
+    opened: Opened, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Acks of deliveries received since the last claim or release skip the receipt check; a
+    release makes the acks of what was received before it checked, so the released one is inert."""
+    from asyncsup.transports import redis_scripts as lua
+    from asyncsup.transports.redis import RedisTransport
+
+    transport, scripts = opened("q"), spy_scripts(monkeypatch, RedisTransport)
+    await transport.publish([b"a", b"b", b"c"])
+    a, b, c = await transport.receive(3, lease=LONG, wait=0)
+
+    await transport.ack([a])
+    assert scripts.count(lua.ACK_HELD) == 0
+    await transport.release([b])
+    await transport.ack([b])  # given back: not this consumer's to ack any more
+    await transport.ack([c])  # received before the release: checked, still held, acked
+    assert scripts.count(lua.ACK_HELD) == 2
+    assert await transport.counts() == QueueCounts(ready=1, in_flight=0, delayed=0)
+
+    again = await transport.receive(3, lease=LONG, wait=0)
+    await transport.ack(again)
+    assert datas(again) == [b"b"] and again[0].deliveries == 1
+    assert scripts.count(lua.ACK_HELD) == 2
+    assert await transport.counts() == EMPTY
+
+
+async def test_a_claimer_waits_for_the_holders_lease_not_its_own(opened: Opened) -> None:
+    """Each consumer's entries end with the lease *it* registered: a claimer that leases for
+    50 ms does not take a message held for 0.5 s any sooner."""
+    holder, claimer = opened("q"), opened("q", recheck=0.05)
+    await holder.publish([b"m"])
+    leased_at = time.monotonic()
+    await holder.receive(1, lease=0.5, wait=0)
+
+    with anyio.fail_after(BOUND):
+        got = await claimer.receive(1, lease=0.05, wait=LONG)
+
+    assert time.monotonic() - leased_at >= 0.5 * 0.95  # not a timing: it must not be early
+    assert datas(got) == [b"m"] and got[0].deliveries == 2
+
+
+async def test_a_lease_shorter_than_the_registered_one_ends_on_time(opened: Opened) -> None:
+    """Given one consumer holding "long" for a minute, then "short" for 0.2 s (its registered
+    lease stays a minute), another consumer gets "short" back, and not "long"."""
+    holder, claimer = opened("q"), opened("q", recheck=0.1)
+    await holder.publish([b"long", b"short"])
+    await holder.receive(1, lease=LONG, wait=0)
+    await holder.receive(1, lease=0.2, wait=0)
+
+    with anyio.fail_after(BOUND):
+        got = await claimer.receive(10, lease=LONG, wait=LONG)
+
+    assert datas(got) == [b"short"]
+    assert await claimer.counts() == QueueCounts(ready=0, in_flight=2, delayed=0)
+
+
 # --- Symfony and strangers --------------------------------------------------------------------
 
 
@@ -481,6 +556,18 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, cls: type, name: str) -> list[i
 
     monkeypatch.setattr(cls, name, spy)
     return calls
+
+
+def spy_scripts(monkeypatch: pytest.MonkeyPatch, cls: type) -> list[Any]:
+    """The scripts a transport class runs through ``_run``, in order (they still run)."""
+    scripts, run = [], cls._run
+
+    async def spy(self: Any, script: Any, keys: Any, args: Any) -> Any:
+        scripts.append(script)
+        return await run(self, script, keys, args)
+
+    monkeypatch.setattr(cls, "_run", spy)
+    return scripts
 
 
 def private_server(folder: Path) -> redis_rig.PrivateRedis:
