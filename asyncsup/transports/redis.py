@@ -28,7 +28,6 @@ import os
 import re
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult
 
@@ -37,9 +36,11 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from asyncsup.errors import TransportClosed, TransportError
+from asyncsup.transports import redis_admin_scripts as admin
 from asyncsup.transports import redis_scripts as lua
 from asyncsup.transports.base import Delivery, QueueCounts
-from asyncsup.transports.redis_interop import FIELD, SYMFONY_FIELD, foreign
+from asyncsup.transports.redis_entries import Leased, browsed, entry, fresh
+from asyncsup.transports.redis_interop import FIELD
 from asyncsup.transports.redis_link import Link, Script, block_ms, client, command, pipelined
 from asyncsup.transports.redis_url import RedisOptions, parse_url
 
@@ -48,15 +49,6 @@ log = logging.getLogger("asyncsup.transports.redis")
 RECEIPT = re.compile(r"(\d+-\d+|z[0-9a-f]{16}):\d+")
 STALE_CONSUMER_MS = 86_400_000  # a consumer holding nothing, unseen this long, is forgotten
 DELAYED_BATCH = 1000  # messages per delayed-publish script
-
-
-@dataclass(slots=True, repr=False)
-class Leased(Delivery):
-    """A received delivery, with its entry id and the reclaim epoch its receive saw (with them,
-    an ack can skip the check of its receipt)."""
-
-    entry_id: bytes = b""
-    epoch: int = -1
 
 
 class RedisTransport:
@@ -182,7 +174,7 @@ class RedisTransport:
         prepared, entries = reply
         epoch, due, registered = prepared if prepared is not None else (-1, 0, 0)
         self._claim_due = bool(due)
-        batch = self._fresh(entries, epoch)
+        batch = fresh(entries, epoch, self.queue, self._options.symfony)
         if batch and registered > math.ceil(float(lease_ms)):
             await self._shorten(batch, lease_ms)
         return batch
@@ -227,7 +219,9 @@ class RedisTransport:
             return None
         epoch, entries, tokens = reply
         self._claim_due = len(entries) == count  # a full batch: there may be more
-        return [self._entry(eid, fields, t, epoch) for (eid, fields), t in zip(entries, tokens, strict=True)]
+        queue, symfony = self.queue, self._options.symfony
+        claimed = zip(entries, tokens, strict=True)
+        return [entry(eid, fields, token, epoch, queue, symfony) for (eid, fields), token in claimed]
 
     async def _shorten(self, batch: list[Delivery], lease_ms: str) -> None:
         """Write a lease shorter than the registered one into the idle times; one attempt: if
@@ -259,42 +253,6 @@ class RedisTransport:
             finally:
                 self._waiting.discard(scope)
         self._check_open()
-
-    def _fresh(self, reply: Any, epoch: int) -> list[Delivery]:
-        """Deliveries of entries read for the first time: the hot path, kept lean."""
-        if not reply:
-            return []
-        entries = next(iter(reply.values())) if type(reply) is dict else reply[0][1]  # RESP3 : RESP2
-        queue, out = self.queue, list[Delivery]()
-        for entry_id, fields in entries:
-            if len(fields) == 2 and fields[0] == FIELD:  # ours, never requeued: delivery 1
-                out.append(Leased(entry_id.decode() + ":1", fields[1], 1, queue, entry_id, epoch))
-            else:
-                out.append(self._entry(entry_id, fields, 1, epoch))
-        return out
-
-    def _entry(self, entry_id: bytes, fields: list[bytes], token: int, epoch: int) -> Delivery:
-        """A delivery of any entry: its count is the token + the deliveries it carries (d)."""
-        eid, named = entry_id.decode(), dict(zip(fields[::2], fields[1::2], strict=False))
-        carried = named.get(b"d", b"0")
-        deliveries = token + (int(carried) if carried.isdigit() else 0)
-        if FIELD in named:
-            data = named[FIELD]
-        elif SYMFONY_FIELD in named:
-            data = foreign(1, named[SYMFONY_FIELD], eid, self._options.symfony)
-        else:
-            data = foreign(2, fields, eid, self._options.symfony)
-        return Leased(f"{eid}:{token}", data, deliveries, self.queue, entry_id, epoch)
-
-    def _browsed(self, reply: list[Any]) -> list[Delivery]:
-        """Deliveries from a browse reply (id, counter, kind, data, ...); receipts hold no lease."""
-        queue, out = self.queue, []
-        for i in range(0, len(reply), 4):
-            entry_id, counter, kind, data = reply[i].decode(), reply[i + 1], reply[i + 2], reply[i + 3]
-            if kind:
-                data = foreign(kind, data, entry_id, self._options.symfony)
-            out.append(Delivery(f"{entry_id}:0", data, counter, queue))
-        return out
 
     async def _give_back(self, batch: list[Delivery]) -> None:
         """Release what a cancelled receive took; one attempt: if Redis fails, the lease ends."""
@@ -348,7 +306,7 @@ class RedisTransport:
         released; in_flight: the rest of the pending entries; delayed: the delayed set(s)."""
         self._check_open()
         ready, in_flight, delayed = await self._run(
-            lua.COUNTS, self._keys[:4], [self._options.group, self._symfony]
+            admin.COUNTS, self._keys[:4], [self._options.group, self._symfony]
         )
         return QueueCounts(ready=int(ready), in_flight=int(in_flight), delayed=int(delayed))
 
@@ -357,8 +315,8 @@ class RedisTransport:
         self._check_open()
         if limit < 1:
             return []
-        reply = await self._run(lua.BROWSE, self._keys[:2], [self._options.group, max(offset, 0), limit])
-        return self._browsed(reply)
+        reply = await self._run(admin.BROWSE, self._keys[:2], [self._options.group, max(offset, 0), limit])
+        return browsed(reply, self.queue, self._options.symfony)
 
     async def remove(self, receipts: Sequence[str]) -> int:
         self._check_open()
@@ -368,7 +326,7 @@ class RedisTransport:
         if not receipts:
             return 0
         ids = [receipt.rpartition(":")[0] for receipt in receipts]
-        return int(await self._run(lua.REMOVE, self._keys[:2], [self._options.group, *ids]))
+        return int(await self._run(admin.REMOVE, self._keys[:2], [self._options.group, *ids]))
 
     # --- the fleet-wide stop mark --------------------------------------------------------------
 
@@ -380,7 +338,7 @@ class RedisTransport:
         """
         self._check_open()
         key = f"{self._options.prefix}:restart"
-        return float(await self._link.call(lambda r: lua.SET_MARK.run(r, [key], [])))
+        return float(await self._link.call(lambda r: admin.SET_MARK.run(r, [key], [])))
 
     async def restart_mark(self) -> float | None:
         """The time of the last stop request (server clock, seconds), or None if there was none."""
@@ -406,7 +364,7 @@ class RedisTransport:
     async def _prune(self) -> None:
         args = [self._options.group, self.consumer, STALE_CONSUMER_MS]
         await self._link.call_or(
-            lambda r: lua.PRUNE.run(r, self._with_leases, args), None, until=anyio.current_time()
+            lambda r: admin.PRUNE.run(r, self._with_leases, args), None, until=anyio.current_time()
         )
 
     def _check_open(self) -> None:
@@ -427,7 +385,7 @@ class RedisTransport:
         return await script.run(r, keys, args)
 
     async def _create_group(self, r: Redis) -> None:
-        groups = await lua.CREATE_GROUP.run(r, self._keys[:1], [self._options.group])
+        groups = await admin.CREATE_GROUP.run(r, self._keys[:1], [self._options.group])
         if groups > 1 and not self._warned_groups:
             self._warned_groups = True
             log.warning(

@@ -41,8 +41,9 @@ A receive is PREPARE + ``XREADGROUP`` in one pipeline; PREPARE answers ``[epoch,
 (due = 1 when some lease has ended: the next receive claims with CLAIM first). CLAIM answers
 ``[epoch, entries, their counters]``; WAKE (when there was nothing) ``[wake_ms|false,
 last_delivered_id]``. Browse answers flat ``[id, counter, kind, data, ...]``: kind 0 = our ``m``
-field, 1 = a ``message`` field (data is its value), 2 = neither (data is the field list). Scripts
-need Redis >= 6.2 (XPENDING IDLE); the tests run 7.0.
+field, 1 = a ``message`` field (data is its value), 2 = neither (data is the field list); the
+scripts that only look (counts, browse) or keep house are in redis_admin_scripts.py. Scripts need
+Redis >= 6.2 (XPENDING IDLE); the tests run 7.0.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from asyncsup.transports.redis_link import Script
 
 HORIZON_MS = 86_400_000  # 24 h: the longest lease, and the lease of an owner that registered none
 
-_HELPERS = r"""
+HELPERS = r"""
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -228,7 +229,7 @@ end
 # Before every XREADGROUP, in the same pipeline. KEYS: stream, delayed, symfony queue, leases,
 # reclaims. ARGV: group, me, lease_ms, symfony (1/0) -> {epoch, due (1/0), registered lease}
 PREPARE = Script.of(
-    _HELPERS
+    HELPERS
     + r"""
 local stream, group, me = KEYS[1], ARGV[1], ARGV[2]
 local now = now_ms()
@@ -243,7 +244,7 @@ return {epoch(KEYS[5]), due, have}
 
 # KEYS: stream, leases, reclaims. ARGV: group, me, count, lease_ms -> {epoch, entries, counters}
 CLAIM = Script.of(
-    _HELPERS
+    HELPERS
     + r"""
 local stream, group, me = KEYS[1], ARGV[1], ARGV[2]
 local lease = math.ceil(tonumber(ARGV[4]))
@@ -270,7 +271,7 @@ return {now, entries, out}
 # Nothing to take: when to look again. KEYS: stream, delayed, symfony queue, leases.
 # ARGV: group, symfony -> {wake_ms|false, last delivered id}
 WAKE = Script.of(
-    _HELPERS
+    HELPERS
     + r"""
 local stream, group = KEYS[1], ARGV[1]
 local now = now_ms()
@@ -292,7 +293,7 @@ return {wake, group_info(stream, group)['last-delivered-id']}
 # The hot path. KEYS: stream, reclaims. ARGV: group, the epoch at the oldest delivery's receive,
 # entry ids... -> how many were acked, or -1 when a lease changed hands since: then ACK_HELD.
 ACK = Script.of(
-    _HELPERS
+    HELPERS
     + r"""
 if epoch(KEYS[2]) ~= tonumber(ARGV[2]) then return -1 end
 for i = 3, #ARGV, 500 do
@@ -306,7 +307,7 @@ return #ARGV - 2
 
 # KEYS: stream. ARGV: group, me, receipts... (each checked: only leases still held are acked)
 ACK_HELD = Script.of(
-    _HELPERS
+    HELPERS
     + r"""
 local ids = held(KEYS[1], ARGV[1], ARGV[2], 3)
 chunked({'XACK', KEYS[1], ARGV[1]}, ids, {})
@@ -317,7 +318,7 @@ return #ids
 
 # KEYS: stream, leases. ARGV: group, me, lease_ms, receipts...
 EXTEND = Script.of(
-    _HELPERS
+    HELPERS
     + r"""
 local ids = held(KEYS[1], ARGV[1], ARGV[2], 4)
 local lease = math.ceil(tonumber(ARGV[3]))
@@ -329,7 +330,7 @@ return #ids
 
 # KEYS: stream, reclaims. ARGV: group, me, receipts... Claimable at once, the delivery uncounted.
 RELEASE = Script.of(
-    _HELPERS
+    HELPERS
     + r"""
 local ids, token = held(KEYS[1], ARGV[1], ARGV[2], 3), {}
 if #ids == 0 then return 0 end
@@ -348,7 +349,7 @@ return #ids
 
 # KEYS: stream, delayed. ARGV: group, me, delay_ms, uniq, data, deliveries so far, receipt
 REQUEUE = Script.of(
-    _HELPERS
+    HELPERS
     + r"""
 local ids = held(KEYS[1], ARGV[1], ARGV[2], 7)
 if #ids == 0 then return 0 end
@@ -367,7 +368,7 @@ return 1
 
 # KEYS: delayed. ARGV: delay_ms, then (uniq, data) pairs. The due time is the server's clock.
 PUBLISH_DELAYED = Script.of(
-    _HELPERS
+    HELPERS
     + r"""
 local due = ms(now_ms() + tonumber(ARGV[1]))
 local args = {'ZADD', KEYS[1]}
@@ -379,111 +380,3 @@ redis.call(unpack(args))
 return due
 """
 )
-
-# KEYS: stream, delayed, symfony queue, leases. ARGV: group, symfony.
-# -> {ready, in_flight, delayed}
-COUNTS = Script.of(
-    _HELPERS
-    + r"""
-local stream, group = KEYS[1], ARGV[1]
-local later = redis.call('ZCARD', KEYS[2])
-if ARGV[2] == '1' then later = later + redis.call('ZCARD', KEYS[3]) end
-if redis.call('EXISTS', stream) == 0 then return {0, 0, later} end
-local len = redis.call('XLEN', stream)
-local info = group_info(stream, group)
-if not info then return {len, 0, later} end
-local pending = info['pending']
-local by, shortest = leases(KEYS[4])
-local expired = #ended(stream, group, by, shortest, pending)
-local lag = info['lag']
-if not lag then lag = math.max(len - pending, 0) end  -- unknown after deletions ahead of the group
-return {lag + expired, pending - expired, later}
-"""
-)
-
-# KEYS: stream, delayed. ARGV: group, offset, limit -> flat deliveries (receipt token 0)
-BROWSE = Script.of(
-    _HELPERS
-    + r"""
-local stream, group = KEYS[1], ARGV[1]
-local offset, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
-local out, n = {}, 0
-local len = redis.call('XLEN', stream)
-if offset < len then
-  local entries = redis.call('XRANGE', stream, '-', '+', 'COUNT', offset + limit)
-  for i = offset + 1, #entries do
-    local e = entries[i]
-    local p = redis.call('XPENDING', stream, group, e[1], e[1], 1)
-    local counter = (p[1] and p[1][4] or 0) + (tonumber(field(e[2], 'd') or '0') or 0)
-    push(out, e[1], counter, e[2])
-    n = n + 1
-  end
-end
-if n < limit then
-  local skip = math.max(offset - len, 0)
-  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], skip, skip + limit - n - 1)) do
-    local colon = string.find(m, ':', 18, true)
-    push(out, 'z' .. string.sub(m, 1, 16), tonumber(string.sub(m, 18, colon - 1)),
-         {'m', string.sub(m, colon + 1)})
-  end
-end
-return out
-"""
-)
-
-# KEYS: stream, delayed. ARGV: group, then entry ids or 'z<uniq>' -> how many were removed
-REMOVE = Script.of(r"""
-local stream, group, removed = KEYS[1], ARGV[1], 0
-for i = 2, #ARGV do
-  local id = ARGV[i]
-  if string.sub(id, 1, 1) == 'z' then
-    local cursor = '0'
-    repeat
-      local r = redis.call('ZSCAN', KEYS[2], cursor, 'MATCH', string.sub(id, 2) .. ':*', 'COUNT', 1000)
-      cursor = r[1]
-      for k = 1, #r[2], 2 do removed = removed + redis.call('ZREM', KEYS[2], r[2][k]) end
-    until cursor == '0'
-  else
-    redis.call('XACK', stream, group, id)
-    removed = removed + redis.call('XDEL', stream, id)
-  end
-end
-return removed
-""")
-
-# KEYS: stream. ARGV: group -> how many groups the stream has (ours included)
-CREATE_GROUP = Script.of(r"""
-local ok = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
-if type(ok) == 'table' and ok.err and not string.find(ok.err, 'BUSYGROUP', 1, true) then
-  return redis.error_reply(ok.err)
-end
-return #redis.call('XINFO', 'GROUPS', KEYS[1])
-""")
-
-# KEYS: stream, leases. ARGV: group, me, stale_ms. Forget consumers that hold nothing (and their
-# registered lease): this one, and any not seen for stale_ms (processes that died). A consumer
-# with pending entries is kept, and so is its lease: its entries come back when that ends.
-PRUNE = Script.of(r"""
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
-if not ok then return 0 end
-local gone, stale = 0, tonumber(ARGV[3])
-for _, c in ipairs(consumers) do
-  local info = {}
-  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
-  if info['pending'] == 0 and (info['name'] == ARGV[2] or info['idle'] >= stale) then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
-    redis.call('HDEL', KEYS[2], info['name'])
-    gone = gone + 1
-  end
-end
-return gone
-""")
-
-# KEYS: mark key. -> the server's time, as seconds with microseconds
-SET_MARK = Script.of(r"""
-local t = redis.call('TIME')
-local value = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
-redis.call('SET', KEYS[1], value)
-return value
-""")
