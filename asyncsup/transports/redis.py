@@ -142,27 +142,33 @@ class RedisTransport:
         """Ended leases (when known to be there), then new entries; None: Redis unreachable.
 
         Claimed entries come first: they are older than any new one. Each step is shielded, so a
-        cancellation cannot lose a reply; if one came while it ran, what it handed out is given
-        back (uncounted) before the cancel goes on.
+        cancellation cannot lose a reply; if one came meanwhile (or during a later step's wait
+        out of an outage), what was handed out is given back (uncounted) before the cancel goes on.
         """
         lease_ms = _ms(lease)
-        claimed = await self._claim(count, lease_ms, deadline) if self._claim_due else []
-        if claimed is None:
-            return None
-        fresh = await self._read(count - len(claimed), lease_ms, deadline) if len(claimed) < count else []
-        if fresh is None:
-            return claimed or None
-        if self._claim_due and not claimed and len(fresh) < count:  # the read saw ended leases
-            claimed = await self._claim(count - len(fresh), lease_ms, deadline) or []
-        batch = claimed + fresh
-        if batch:
-            try:
+        claimed: list[Delivery] = []
+        fresh: list[Delivery] = []
+        try:
+            if self._claim_due:
+                got = await self._claim(count, lease_ms, deadline)
+                if got is None:
+                    return None
+                claimed = got
+            if len(claimed) < count:
+                read = await self._read(count - len(claimed), lease_ms, deadline)
+                if read is None:
+                    return claimed or None
+                fresh = read
+                if self._claim_due and not claimed and len(fresh) < count:  # the read saw ended leases
+                    claimed = await self._claim(count - len(fresh), lease_ms, deadline) or []
+            if claimed or fresh:
                 await anyio.lowlevel.checkpoint_if_cancelled()
-            except anyio.get_cancelled_exc_class():
+        except anyio.get_cancelled_exc_class():
+            if claimed or fresh:
                 with anyio.CancelScope(shield=True):
-                    await self._give_back(batch)
-                raise
-        return batch
+                    await self._give_back(claimed + fresh)
+            raise
+        return claimed + fresh
 
     async def _read(self, count: int, lease_ms: str, deadline: float) -> list[Delivery] | None:
         """PREPARE + XREADGROUP in one round trip: the hot path, nothing written per entry."""
