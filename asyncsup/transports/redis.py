@@ -147,7 +147,7 @@ class RedisTransport:
         """
         lease_ms = _ms(lease)
         claimed: list[Delivery] = []
-        fresh: list[Delivery] = []
+        new: list[Delivery] = []
         try:
             if self._claim_due:
                 got = await self._claim(count, lease_ms, deadline)
@@ -158,17 +158,17 @@ class RedisTransport:
                 read = await self._read(count - len(claimed), lease_ms, deadline)
                 if read is None:
                     return claimed or None
-                fresh = read
-                if self._claim_due and not claimed and len(fresh) < count:  # the read saw ended leases
-                    claimed = await self._claim(count - len(fresh), lease_ms, deadline) or []
-            if claimed or fresh:
+                new = read
+                if self._claim_due and not claimed and len(new) < count:  # the read saw ended leases
+                    claimed = await self._claim(count - len(new), lease_ms, deadline) or []
+            if claimed or new:
                 await anyio.lowlevel.checkpoint_if_cancelled()
         except anyio.get_cancelled_exc_class():
-            if claimed or fresh:
+            if claimed or new:
                 with anyio.CancelScope(shield=True):
-                    await self._give_back(claimed + fresh)
+                    await self._give_back(claimed + new)
             raise
-        return claimed + fresh
+        return claimed + new
 
     async def _read(self, count: int, lease_ms: str, deadline: float) -> list[Delivery] | None:
         """PREPARE + XREADGROUP in one round trip: the hot path, nothing written per entry."""
