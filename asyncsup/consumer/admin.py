@@ -220,7 +220,7 @@ def _fresh_bytes(env: Envelope) -> bytes:
 async def _browse_all(transport: Transport) -> list[Delivery]:
     found: list[Delivery] = []
     while True:
-        page = await transport.browse(PAGE, len(found))
+        page = await transport.browse(PAGE, after=found[-1].receipt if found else None)
         found += page
         if len(page) < PAGE:
             return found

@@ -71,8 +71,12 @@ class Transport(Protocol):
     async def counts(self) -> QueueCounts:
         """How many messages are ready, in flight and delayed in this queue."""
 
-    async def browse(self, limit: int, offset: int = 0) -> list[Delivery]:
-        """Look at messages without leasing them (for `asyncsup failed show`)."""
+    async def browse(self, limit: int, offset: int = 0, *, after: str | None = None) -> list[Delivery]:
+        """Look at messages without leasing them (`failed show`, `queue check`), in queue order.
+
+        Page on with `after`, the receipt of the last message of the previous page: the page then
+        starts right after it, at a cost that does not grow with the depth (offset is ignored).
+        An offset costs the offset on every call."""
 
     async def remove(self, receipts: Sequence[str]) -> int:
         """Delete messages by receipt whatever their state; returns how many were removed."""

@@ -19,7 +19,7 @@ import heapq
 import itertools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult
 
@@ -267,10 +267,14 @@ class MemoryTransport:
         await checkpoint()
         return self._open().counts(time.monotonic())
 
-    async def browse(self, limit: int, offset: int = 0) -> list[Delivery]:
+    async def browse(self, limit: int, offset: int = 0, *, after: str | None = None) -> list[Delivery]:
         await checkpoint()
         q = self._open()
-        window = itertools.islice(q.messages.values(), offset, offset + limit)
+        messages: Iterable[_Message] = q.messages.values()
+        if after is not None:  # ids grow in publish order, which is the dict's order
+            last = parse_receipt(after)[0]
+            messages, offset = itertools.dropwhile(lambda m: m.id <= last, messages), 0
+        window = itertools.islice(messages, offset, offset + limit)
         return [Delivery(str(m.id), m.data, m.deliveries, self.queue) for m in window]
 
     async def remove(self, receipts: Sequence[str]) -> int:

@@ -316,12 +316,16 @@ class RedisTransport:
         )
         return QueueCounts(ready=int(ready), in_flight=int(in_flight), delayed=int(delayed))
 
-    async def browse(self, limit: int, offset: int = 0) -> list[Delivery]:
+    async def browse(self, limit: int, offset: int = 0, *, after: str | None = None) -> list[Delivery]:
         """Stream entries in order, then delayed ones by due time; receipts carry no lease."""
         self._check_open()
         if limit < 1:
             return []
-        reply = await self._run(admin.BROWSE, self._keys[:2], [self._options.group, max(offset, 0), limit])
+        if after is not None and not RECEIPT.fullmatch(after):
+            raise TransportError(f"not a receipt of this transport: {after!r}")
+        last = after.rpartition(":")[0] if after is not None else ""
+        args = [self._options.group, max(offset, 0), limit, last]
+        reply = await self._run(admin.BROWSE, self._keys[:2], args)
         return browsed(reply, self.queue, self._options.symfony)
 
     async def remove(self, receipts: Sequence[str]) -> int:

@@ -27,26 +27,45 @@ return {lag + expired, pending - expired, later}
 """
 )
 
-# KEYS: stream, delayed. ARGV: group, offset, limit -> flat deliveries (receipt token 0)
+# KEYS: stream, delayed. ARGV: group, offset, limit, after ('' or the id of the last entry of the
+# previous page: a stream id, or 'z<uniq>' for a delayed one) -> flat deliveries (receipt token 0).
+# With `after`, a page in the stream is one XRANGE from there, whatever the depth; a page in the
+# delayed set finds its place with a ZSCAN of the set (small: only what waits for its time).
 BROWSE = Script.of(
     HELPERS
     + r"""
 local stream, group = KEYS[1], ARGV[1]
-local offset, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
-local out, n = {}, 0
-local len = redis.call('XLEN', stream)
-if offset < len then
-  local entries = redis.call('XRANGE', stream, '-', '+', 'COUNT', offset + limit)
-  for i = offset + 1, #entries do
-    local e = entries[i]
-    local p = redis.call('XPENDING', stream, group, e[1], e[1], 1)
-    local counter = (p[1] and p[1][4] or 0) + (tonumber(field(e[2], 'd') or '0') or 0)
-    push(out, e[1], counter, e[2])
-    n = n + 1
+local offset, limit, after = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local out, n, skip = {}, 0, 0
+local function delayed_rank(uniq)
+  local cursor = '0'
+  repeat
+    local r = redis.call('ZSCAN', KEYS[2], cursor, 'MATCH', uniq .. ':*', 'COUNT', 1000)
+    cursor = r[1]
+    if r[2][1] then return redis.call('ZRANK', KEYS[2], r[2][1]) end
+  until cursor == '0'
+  return -1  -- moved into the stream meanwhile: go on from the start of the delayed set
+end
+local entries = {}
+if after == '' then
+  local len = redis.call('XLEN', stream)
+  if offset < len then
+    entries = redis.call('XRANGE', stream, '-', '+', 'COUNT', offset + limit)
   end
+  skip = math.max(offset - len, 0)
+elseif string.sub(after, 1, 1) == 'z' then
+  skip, offset = delayed_rank(string.sub(after, 2)) + 1, 0
+else
+  entries, offset = redis.call('XRANGE', stream, '(' .. after, '+', 'COUNT', limit), 0
+end
+for i = offset + 1, #entries do
+  local e = entries[i]
+  local p = redis.call('XPENDING', stream, group, e[1], e[1], 1)
+  local counter = (p[1] and p[1][4] or 0) + (tonumber(field(e[2], 'd') or '0') or 0)
+  push(out, e[1], counter, e[2])
+  n = n + 1
 end
 if n < limit then
-  local skip = math.max(offset - len, 0)
   for _, m in ipairs(redis.call('ZRANGE', KEYS[2], skip, skip + limit - n - 1)) do
     local colon = string.find(m, ':', 18, true)
     push(out, 'z' .. string.sub(m, 1, 16), tonumber(string.sub(m, 18, colon - 1)),

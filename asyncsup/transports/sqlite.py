@@ -202,8 +202,9 @@ class SqliteTransport:
     async def counts(self) -> QueueCounts:
         return await self._call(self._store.counts, self.queue)
 
-    async def browse(self, limit: int, offset: int = 0) -> list[Delivery]:
-        return await self._call(self._store.browse, self.queue, limit, offset)
+    async def browse(self, limit: int, offset: int = 0, *, after: str | None = None) -> list[Delivery]:
+        last = parse_receipt(after)[0] if after is not None else None
+        return await self._call(self._store.browse, self.queue, limit, offset, last)
 
     async def remove(self, receipts: Sequence[str]) -> int:
         ids = [parse_receipt(receipt)[0] for receipt in receipts]

@@ -238,6 +238,24 @@ async def test_browse_shows_everything_in_publish_order_without_leasing(
     assert datas(await transport.receive(10, lease=LONG, wait=0)) == [b"b", b"c"]
 
 
+async def test_browse_pages_on_after_the_last_receipt_into_the_delayed_messages(
+    transport: Transport,
+) -> None:
+    """Pages of 2 after the last receipt: every message once, in browse order, delayed ones last."""
+    await transport.publish([b"a", b"b", b"c"])
+    for n, data in enumerate([b"x", b"y", b"z"]):  # due one after the other: a defined order
+        await transport.publish([data], delay=3600 + n)
+    await transport.receive(1, lease=LONG, wait=0)  # a leased one is still in its place
+
+    pages, after = [], None
+    while page := await transport.browse(2, after=after):
+        pages.append(datas(page))
+        after = page[-1].receipt
+
+    assert pages == [[b"a", b"b"], [b"c", b"x"], [b"y", b"z"]]
+    assert pages == [datas((await transport.browse(10))[i : i + 2]) for i in (0, 2, 4)]
+
+
 async def test_remove_deletes_by_receipt_whatever_the_state(transport: Transport) -> None:
     await transport.publish([b"a", b"b", b"c"])
     leased = await transport.receive(1, lease=LONG, wait=0)
