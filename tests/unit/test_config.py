@@ -738,7 +738,10 @@ def test_quoted_program_names_appear_quoted_in_paths(tmp_path: Path) -> None:
 
 def test_parse_config_matches_load_config(tmp_path: Path) -> None:
     """parse_config is what reload uses on already-parsed TOML: same result as load_config."""
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
 
     path = write(tmp_path, MAIN + WEB + 'directory = "app"\n')
     data = tomllib.loads(path.read_text())
