@@ -398,6 +398,7 @@ def open_folder() -> Iterator[Path]:
 def test_the_socket_is_0600_and_other_users_cannot_connect(supervise: Harness) -> None:
     """1. The socket is 0600 and ours. 2. nobody gets "permission denied" (exit 4).
     3. Control: with the mode loosened to 0666 nobody connects, and is still refused by uid."""
+    _require_python_for(NOBODY)
     with open_folder() as folder:
         path = folder / "ctl.sock"
         run, config = started(supervise, f'[asyncsup]\ncontrol_socket = "{path}"\n')
@@ -416,6 +417,14 @@ def test_the_socket_is_0600_and_other_users_cannot_connect(supervise: Harness) -
         assert f"uid {NOBODY} may not control this asyncsup" in refused.stderr
         assert ctl(config, "pid").stdout.strip() == str(run.pid)  # its owner still can
         assert run.stop() == 0
+
+
+def _require_python_for(uid: int) -> None:
+    """The interpreter must start as `uid`: one built under /root (pyenv) cannot load its libpython."""
+    probe = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", PYTHON, "-c", "pass"]
+    ran = subprocess.run(probe, capture_output=True, text=True, timeout=WAIT, cwd="/")
+    if ran.returncode != 0:
+        pytest.skip(f"{PYTHON} does not start as uid {uid}: {ran.stderr.strip()[-200:]}")
 
 
 def test_a_stale_socket_is_replaced_and_a_live_one_refused(supervise: Harness, tmp_path: Path) -> None:
