@@ -57,7 +57,7 @@ class Case:
 
 ASYNCSUP_ARGV = ("python", "-m", "asyncsup", "consume", "--handlers", "asyncsup_noop")
 CASES = (
-    Case("asyncsup", "asyncsup", "asyncsup_noop", "`asyncsup consume`, defaults (concurrency 16, prefetch auto)",
+    Case("asyncsup", "asyncsup", "asyncsup_noop", "`asyncsup consume`, defaults (prefetch auto)",
          (*ASYNCSUP_ARGV, "{url}")),
     Case("asyncsup-prefetch500", "asyncsup", "asyncsup_noop", "`asyncsup consume --prefetch 500`",
          (*ASYNCSUP_ARGV, "--prefetch", "500", "{url}")),
