@@ -95,8 +95,13 @@ def _become_supervisor() -> None:
     shim_group = os.getpgrp()
     os.setpgid(0, 0)
     _take_terminal(shim_group)  # SIGTTOU is still blocked, so a background tcsetpgrp works
-    for signum in FORWARDED_SIGNALS - _STOPPING:
-        if signal.getsignal(signum) == signal.SIG_DFL:
+    # Whatever started us may have ignored some (a shell's background job ignores INT and QUIT,
+    # nohup HUP): an ignored disposition would pass to every program, so none is kept.
+    for signum in FORWARDED_SIGNALS:
+        if signum in _STOPPING:
+            if signal.getsignal(signum) == signal.SIG_IGN:
+                signal.signal(signum, signal.SIG_DFL)
+        elif signal.getsignal(signum) in (signal.SIG_DFL, signal.SIG_IGN):
             signal.signal(signum, _ignore)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
