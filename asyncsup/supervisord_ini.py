@@ -73,11 +73,15 @@ class Converted:
 
 
 class _Section:
-    """One [program:x] section: typed reads whose errors name the file, section and option."""
+    """One section ([program:x], [supervisord]): typed reads whose errors name the file, section
+    and option. `%(here)s` is the folder of the file the section is in, as supervisord has it."""
 
     def __init__(self, parser: configparser.RawConfigParser, name: str, source: str, here: str) -> None:
         self.name, self.source = name, source
         self.options = {k: v.replace("%(here)s", here) for k, v in parser.items(name)}
+
+    def __repr__(self) -> str:
+        return f"<_Section [{self.name}] of {self.source}, {len(self.options)} option(s)>"
 
     def error(self, option: str, problem: str) -> ConfigError:
         return ConfigError(self.source, f"[{self.name}] {option}".rstrip(), problem)
