@@ -131,6 +131,11 @@ class Consumer:
     failure_limit: int = 0  # failed messages; 0 = none
     processes: int = 0  # 0 = inline in `asyncsup run`; N = N supervised `asyncsup consume` children
 
+    @property
+    def transports_used(self) -> tuple[str, ...]:
+        """The transports it reads, in priority order, then its failure transport (if any)."""
+        return (*self.transports, *filter(None, [self.failure_transport]))
+
 
 @dataclass(frozen=True)
 class Settings:

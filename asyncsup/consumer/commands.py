@@ -199,22 +199,19 @@ def _matching_consumer(config: Config | None, transports: list[str]) -> Consumer
 
 async def _consume(config: Config | None, consumer: Consumer, registry: Any, drain: float) -> int:
     from asyncsup.consumer.restart_mark import RestartMarks, redis_urls
-    from asyncsup.consumer.wiring import opened
+    from asyncsup.consumer.wiring import opened_for
     from asyncsup.consumer.worker import Worker
 
     shutdown = Shutdown(drain)
-    failure_names = [consumer.failure_transport] if consumer.failure_transport else []
-    names = list(consumer.transports)
     async with anyio.create_task_group() as tg:
         tg.start_soon(_watch_signals, shutdown)
         tg.start_soon(shutdown.enforce_deadline)
         async with (
-            opened(config, [*names, *failure_names]) as sources,
-            RestartMarks(redis_urls(config, names)) as marks,
+            opened_for(config, consumer) as (sources, failure),
+            RestartMarks(redis_urls(config, consumer.transports)) as marks,
         ):
-            failure = sources[len(names)] if failure_names else None
             stop_when = marks.wait_stop if marks else None  # the fleet's stop-workers
-            worker = Worker(consumer, sources[: len(names)], registry, shutdown=shutdown,
+            worker = Worker(consumer, sources, registry, shutdown=shutdown,
                             failure=failure, stop_when=stop_when)  # fmt: skip
             await _run_reporting(worker)
         tg.cancel_scope.cancel()

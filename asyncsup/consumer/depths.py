@@ -63,9 +63,5 @@ class QueueDepths:
 
 def _named(config: Config) -> dict[str, str]:
     """name -> URL of every transport a consumer reads or fails to, in the config's order."""
-    names = {
-        name: None
-        for consumer in config.consumers.values()
-        for name in (*consumer.transports, *filter(None, [consumer.failure_transport]))
-    }
+    names = dict.fromkeys(name for consumer in config.consumers.values() for name in consumer.transports_used)
     return {name: config.transports[name] for name in names}

@@ -230,15 +230,11 @@ class InlineConsumers:
 
     async def _run_once(self, slot: _Slot, started: anyio.Event | None) -> str | None:
         """Run one Worker; None once it stopped for good (shutdown, removal), else why to go on."""
-        from asyncsup.consumer.wiring import opened
+        from asyncsup.consumer.wiring import opened_for
         from asyncsup.consumer.worker import Worker
 
         consumer = slot.consumer
-        names = consumer.transports
-        failure_names = [consumer.failure_transport] if consumer.failure_transport else []
-        async with opened(self.config, [*names, *failure_names]) as sources:
-            failure = sources[len(names)] if failure_names else None
-            own = sources[: len(names)]
+        async with opened_for(self.config, consumer) as (own, failure):
             worker = Worker(
                 consumer, own, slot.registry, shutdown=self.shutdown, failure=failure,
                 durations=slot.durations, totals=slot.per_transport,
@@ -312,7 +308,7 @@ def diff_consumers(old: Config, new: Config, *, inline: bool) -> ConsumerDiff:
     changed = {}
     for name in before.keys() & after.keys():
         keys = list(changed_keys(before[name], after[name]))
-        urls = [t for t in _used(after[name]) if old.transports.get(t) != new.transports.get(t)]
+        urls = [t for t in after[name].transports_used if old.transports.get(t) != new.transports.get(t)]
         keys += [f"transport {t}" for t in urls]
         if keys:
             changed[name] = keys
@@ -322,10 +318,6 @@ def diff_consumers(old: Config, new: Config, *, inline: bool) -> ConsumerDiff:
 
 def _of_kind(config: Config, inline: bool) -> dict[str, Consumer]:
     return {name: c for name, c in config.consumers.items() if (c.processes == 0) == inline}
-
-
-def _used(consumer: Consumer) -> list[str]:
-    return [*consumer.transports, *([consumer.failure_transport] if consumer.failure_transport else [])]
 
 
 def _build(config: Config, consumer: Consumer, *, fresh: bool = False) -> HandlerRegistry:

@@ -65,6 +65,17 @@ async def opened(config: Config | None, names: Sequence[str]) -> AsyncIterator[l
         yield sources
 
 
+Opened = tuple[list[Source], Source | None]  # the transports a consumer reads; its failure one
+
+
+@asynccontextmanager
+async def opened_for(config: Config | None, consumer: Consumer) -> AsyncIterator[Opened]:
+    """A consumer's transports opened: (the ones it reads, in priority order; its failure one)."""
+    async with opened(config, consumer.transports_used) as sources:
+        count = len(consumer.transports)
+        yield sources[:count], (sources[count] if len(sources) > count else None)
+
+
 def add_import_paths(config: Config | None) -> None:
     """Handler modules are found next to the config file and in the working directory.
 
