@@ -164,6 +164,11 @@ class Config:
     transports: Mapping[str, str] = field(default_factory=dict)
     consumers: Mapping[str, Consumer] = field(default_factory=dict)
 
+    @property
+    def failure_transports(self) -> set[str]:
+        """The transports some consumer sends the messages it cannot handle to."""
+        return {c.failure_transport for c in self.consumers.values() if c.failure_transport}
+
 
 # -- loading ----------------------------------------------------------------------------------
 

@@ -82,9 +82,7 @@ async def _stats(config: Config | None, names: list[str], as_json: bool) -> int:
 
 
 def _failure_names(config: Config | None) -> set[str]:
-    if config is None:
-        return set()
-    return {c.failure_transport for c in config.consumers.values() if c.failure_transport}
+    return config.failure_transports if config is not None else set()
 
 
 async def _failed_by_origin(failure_sources: Sequence[Source]) -> dict[str, int]:

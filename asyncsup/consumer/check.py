@@ -117,7 +117,7 @@ class Checker:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._registries: dict[str, HandlerRegistry] = {}
-        self.failure_names = {c.failure_transport for c in config.consumers.values() if c.failure_transport}
+        self.failure_names = config.failure_transports
 
     def default_transports(self) -> list[str]:
         """Every transport a consumer reads, in config order, then the failure transports."""
