@@ -50,10 +50,8 @@ lease = "10s"
 
 @pytest.fixture
 def prefix() -> Iterator[str]:
-    redis_rig.require_redis()
-    name = redis_rig.new_prefix()
-    yield name
-    redis_rig.delete_keys(name)
+    with redis_rig.own_prefix() as name:
+        yield name
 
 
 @pytest.fixture

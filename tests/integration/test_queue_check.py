@@ -204,9 +204,7 @@ def test_queue_check_on_sqlite_reports_what_would_fail_and_changes_nothing(tmp_p
 
 @pytest.mark.redis
 def test_queue_check_on_redis_reports_what_would_fail_and_changes_nothing(tmp_path: Path) -> None:
-    redis_rig.require_redis()
-    prefix = redis_rig.new_prefix()
-    try:
+    with redis_rig.own_prefix() as prefix:
         urls = {name: redis_rig.url(f"{prefix}{name}") for name in ("jobs", "good", "failed")}
         cwd = write_app(tmp_path, **urls)
         fill(cwd, urls["jobs"])
@@ -214,8 +212,6 @@ def test_queue_check_on_redis_reports_what_would_fail_and_changes_nothing(tmp_pa
         check_report(cwd)
         assert {name: snapshot(url) for name, url in urls.items()} == before
         assert before["jobs"][0].in_flight == 1 and before["jobs"][0].delayed == 1
-    finally:
-        redis_rig.delete_keys(prefix)
 
 
 def test_failed_messages_are_checked_against_the_consumers_of_their_origin(tmp_path: Path) -> None:

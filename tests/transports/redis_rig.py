@@ -3,11 +3,13 @@ a key prefix per test and the cleanup of those keys, and a private redis-server 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,17 @@ def require_redis() -> None:
 def new_prefix() -> str:
     """A key prefix no other test (or test run) uses."""
     return f"asyncsup-test:{os.getpid()}:{os.urandom(4).hex()}:"
+
+
+@contextlib.contextmanager
+def own_prefix() -> Iterator[str]:
+    """A key prefix of the calling test's own (it skips without Redis); its keys go afterwards."""
+    require_redis()
+    prefix = new_prefix()
+    try:
+        yield prefix
+    finally:
+        delete_keys(prefix)
 
 
 def url(stream: str, url: str = REDIS_URL, **options: Any) -> str:

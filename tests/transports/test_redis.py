@@ -44,10 +44,8 @@ def datas(deliveries: list[Delivery]) -> list[bytes]:
 @pytest.fixture
 def prefix() -> Iterator[str]:
     """A key prefix of this test's own; its keys are deleted afterwards."""
-    redis_rig.require_redis()
-    name = redis_rig.new_prefix()
-    yield name
-    redis_rig.delete_keys(name)
+    with redis_rig.own_prefix() as name:
+        yield name
 
 
 @pytest.fixture
