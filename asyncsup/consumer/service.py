@@ -12,10 +12,8 @@ from __future__ import annotations
 import sys
 
 from asyncsup.config import Config, Program
-from asyncsup.consumer.inline import InlineConsumers
 from asyncsup.consumer.reports import REPORT_TO
 from asyncsup.control.address import server_socket
-from asyncsup.lifecycle import Shutdown
 
 
 def consumer_programs(config: Config) -> dict[str, Program]:
@@ -37,9 +35,3 @@ def consumer_programs(config: Config) -> dict[str, Program]:
                 environment={REPORT_TO: str(server_socket(config)[0])},  # counters for ctl status
             )
     return programs
-
-
-async def run_consumers(config: Config, shutdown: Shutdown) -> None:
-    """Run every inline consumer (``processes = 0``) until the shutdown; they drain with it.
-    Restarts after a limit, a failure, a reload or a deploy live in consumer/inline.py."""
-    await InlineConsumers(config, shutdown).run()

@@ -1,6 +1,6 @@
 """From config to live objects: transport names to open transports, handler modules to a registry.
 
-Shared by `run_consumers`, `asyncsup consume`, `send`, `stats` and `failed`, so every entry point
+Shared by the inline consumers, `asyncsup consume`, `send`, `stats` and `failed`, so every entry point
 resolves names, opens and closes transports the same way.
 """
 

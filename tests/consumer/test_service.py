@@ -16,7 +16,8 @@ from consumer_rig import WAIT, Counter, LogEvent
 
 from asyncsup.config import Config, Consumer, Settings
 from asyncsup.consumer.envelope import encode, new_envelope
-from asyncsup.consumer.service import consumer_programs, run_consumers
+from asyncsup.consumer.inline import InlineConsumers
+from asyncsup.consumer.service import consumer_programs
 from asyncsup.errors import ConfigError
 from asyncsup.lifecycle import Shutdown
 from asyncsup.transports.base import open_transport
@@ -78,7 +79,7 @@ async def test_inline_consumer_restarts_in_process_after_its_limit(
     shutdown = Shutdown(5)
     with caplog.at_level(logging.INFO, logger="asyncsup.consumer"):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(run_consumers, config_for(tmp_path, limit=4), shutdown)
+            tg.start_soon(InlineConsumers(config_for(tmp_path, limit=4), shutdown).run)
             await seen.wait_for(10)
             shutdown.request("test")
     restarts = [r for r in caplog.records if "restarting it in-process" in r.getMessage()]
@@ -101,7 +102,7 @@ async def test_inline_memory_limit_says_what_to_do_and_is_not_hit_again(
     with caplog.at_level(logging.INFO, logger="asyncsup.consumer"):
         async with anyio.create_task_group() as tg:
             with LogEvent("memory_limit is ignored") as warned:
-                tg.start_soon(run_consumers, config_for(tmp_path, memory_limit=1), shutdown)
+                tg.start_soon(InlineConsumers(config_for(tmp_path, memory_limit=1), shutdown).run)
                 await queue.publish([encode(new_envelope("Ping", {"n": 0}))])
                 with anyio.fail_after(WAIT):
                     await warned.wait()
@@ -123,4 +124,4 @@ async def test_bad_handler_module_fails_before_any_consumer_starts(
     config = Config(file=config.file, transports=config.transports,
                     consumers={**config.consumers, "broken": broken})  # fmt: skip
     with pytest.raises(ConfigError, match=r"consumers\.broken\.handlers: cannot import"):
-        await run_consumers(config, Shutdown(5))
+        await InlineConsumers(config, Shutdown(5)).run()
