@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -65,10 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("-o", "--output", help="write the TOML here (a new file) instead of stdout")
     convert.set_defaults(func=cmd_from_supervisord)
 
-    with contextlib.suppress(ImportError):
-        from .consumer.commands import add_commands
+    from .consumer.commands import add_commands
 
-        add_commands(sub, common)
+    add_commands(sub, common)
     from .control.client import add_commands as add_control_commands
 
     add_control_commands(sub, common)

@@ -1,4 +1,5 @@
-"""Consumers as part of `asyncsup run`: inline ones in this process, the others as programs.
+"""Consumers as part of `asyncsup run`: inline ones in this process (consumer/inline.py), the others
+as programs (here).
 
 ``processes = 0`` runs a consumer inline, in the supervisor's event loop: cheapest, and enough
 when handlers are I/O-bound. When a limit stops it, it is restarted in-process (a memory limit
