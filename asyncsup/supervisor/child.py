@@ -270,7 +270,7 @@ class Child:
         self._relays = [r for r in self._relays if not r.closed.done()] + [relay]
 
     def _environment(self, login_env: Mapping[str, str]) -> dict[str, str]:
-        env = dict(os.environ)
+        env = dict(self.runtime.environ)
         env.update(login_env)
         env.update(
             ASYNCSUP_PROGRAM=self.program.name,

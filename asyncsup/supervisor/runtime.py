@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,9 @@ class Runtime:
     stderr: LineSink
     json_lines: bool = False
     reaper: ChildTracker = field(default_factory=NoReaper)
+    # What every child's environment starts from: ours, read once (os.environ decodes every
+    # variable on each read, 20 us a spawn), so later changes by in-process code do not leak.
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     _files: dict[Path, tuple[LineSink, RotatingFile]] = field(default_factory=dict)
 
     def sink_for(self, output: Output, console: LineSink) -> LineSink | None:
