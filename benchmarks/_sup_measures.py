@@ -68,6 +68,21 @@ def fleet(
         say(f"  stop {out['stop_s']:.3f} s, {out['stop_leftovers']} children left")
 
 
+def cold(driver: Driver, children: int, say: Say, out: dict[str, object]) -> None:
+    """One more cold start (launch -> every child exec'd), then a stop.
+
+    A cold start is one short figure per launch, and on two shared cores its run-to-run spread
+    (+-10 %) is as wide as the distance to the goal: so it is sampled several times a run,
+    interleaved between the supervisors, on top of the fleet's one.
+    """
+    spec = ProgramSpec("sleep", (SLEEP, "3600"), numprocs=children)
+    with Session(driver, [spec], "sleep") as s:
+        out["cold_start_s"] = s.wait_running(children, timeout=60 + children * 0.1)
+        say(f"  cold start {out['cold_start_s']:.3f} s")
+        time.sleep(SETTLE / 4)  # stop an idle fleet, as in fleet()
+        s.stop(timeout=120)
+
+
 def _idle(pid: int, seconds: float) -> dict[str, float]:
     exact0, ticks0, t0 = _sup_procfs.cpu_exact_seconds(pid), _sup_procfs.cpu_ticks_seconds(pid), _now()
     time.sleep(seconds)  # nothing to wait for: idling is the thing measured

@@ -30,7 +30,7 @@ from _sup_procfs import BenchTimeout
 from _sup_session import become_subreaper, kill_everything_we_started
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MEASURES = ("fleet", "relay", "thousand")
+MEASURES = ("fleet", "cold", "relay", "thousand")
 
 Results = dict[str, dict[str, list[float | None]]]
 Figures = dict[str, object]
@@ -57,6 +57,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="run asyncsup/ as committed at HEAD (a snapshot, default) or the working tree",
     )
     p.add_argument("--runs", type=int, help="runs per measure (default 3, 1 with --quick)")
+    p.add_argument("--cold", type=int, help="extra cold starts of 100 per run (default 3, 1 with --quick)")
     p.add_argument("--relay-mb", type=int, default=200, help="MB written by the relay child")
     p.add_argument("--seed", type=int, default=1, help="seed for kill victims and pauses")
     p.add_argument("--save", action="store_true", help="write results/ even for a partial run")
@@ -68,6 +69,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown: {', '.join(unknown)}")
     args.runs = args.runs or (1 if args.quick else 3)
+    args.cold = args.cold if args.cold is not None else (1 if args.quick else 3)
     return args
 
 
@@ -81,6 +83,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, Step]]:
     big = _sup_measures.FleetOptions(children=1000, kills=3, measure_idle=False)
     steps: dict[str, list[tuple[str, Step]]] = {
         "fleet": [("fleet", lambda d, out: _sup_measures.fleet(d, fleet, rng, say, out))],
+        "cold": [("cold", lambda d, out: _sup_measures.cold(d, 100, say, out))] * args.cold,
         "relay": [
             ("relay_file", lambda d, out: _sup_measures.relay(d, True, total, say, out)),
             ("relay_stdout", lambda d, out: _sup_measures.relay(d, False, total, say, out)),
@@ -102,6 +105,7 @@ ROWS = {
         "shim_pss_mb": "shim_pss_100",
         "stop_s": "stop_100",
     },
+    "cold": {"cold_start_s": "cold_100"},  # more samples of the fleet's figure
     "relay_file": {"mb_per_s": "relay_file_mbps", "cpu_s_per_100mb": "relay_file_cpu"},
     "relay_stdout": {"mb_per_s": "relay_stdout_mbps", "cpu_s_per_100mb": "relay_stdout_cpu"},
     "thousand": {
