@@ -15,6 +15,10 @@ and RSS are its own), on a fresh SQLite file, one consumer process:
   index of the SQLite transport (a queue column, an index on (queue, available_at): what lets
   several queues share a file and a receive stay fast behind a million delayed messages). The
   ceiling of any SQLite queue written in Python; the goal is measured against it.
+- raw sqlite3 with a lease: what an at-least-once queue must do at the least, on the same table
+  and index: claim 500 (select, then the lease write: available_at moved to the lease's end, a
+  token, the delivery counted) in one transaction, then delete them by id and token in a second
+  one, as an ack after the handlers would. Shown for reference: what the lease itself costs.
 - raw sqlite3, bare table: the same loop on a table with no queue column and no index (it finds
   ready rows by scanning the rowid order, which a queue with delayed messages cannot do): shown
   for reference, how much the index costs.
@@ -29,6 +33,7 @@ import argparse
 import json
 import os
 import resource
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -46,6 +51,7 @@ CASES = (
     "asyncsup-sqlite-prefetch500",
     "huey-sqlite",
     "raw-sqlite3",
+    "raw-sqlite3-lease",
     "raw-sqlite3-bare",
 )
 
@@ -146,9 +152,44 @@ BARE_SQL = (
 )
 
 
-def child_raw(case: str, phase: str, db: str, n: int) -> dict[str, float]:
-    import sqlite3
+# The lease as the transport writes it: one UPDATE over the batch's ids; the ack deletes by id and token.
+LEASE_SQL = (
+    "UPDATE asyncsup_messages SET available_at = ?, lease_token = ?, deliveries = deliveries + 1 WHERE id IN "
+)
+ACK_SQL = "DELETE FROM asyncsup_messages WHERE lease_token = ? AND id IN "
 
+
+def consume_and_delete(
+    conn: sqlite3.Connection, select: str, delete: str, key: tuple[str, ...], n: int
+) -> None:
+    """Claim 500 and delete them in one transaction: no lease, nothing comes back after a crash."""
+    done = 0
+    while done < n:
+        conn.execute("BEGIN IMMEDIATE")
+        rows = conn.execute(select, (*key, time.time())).fetchall()
+        conn.executemany(delete, [(r[0],) for r in rows])
+        conn.execute("COMMIT")
+        done += len(rows)
+
+
+def consume_with_lease(conn: sqlite3.Connection, select: str, n: int) -> None:
+    """Claim 500 (the lease written) in one transaction, delete them by id and token in another."""
+    done = token = 0
+    while done < n:
+        token += 1
+        conn.execute("BEGIN IMMEDIATE")
+        now = time.time()
+        ids = [row[0] for row in conn.execute(select, ("bench", now)).fetchall()]
+        marks = "(" + ",".join("?" * len(ids)) + ")"
+        conn.execute(LEASE_SQL + marks, (now + 30.0, token, *ids))
+        conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")  # the handlers would run here
+        conn.execute(ACK_SQL + marks, (token, *ids))
+        conn.execute("COMMIT")
+        done += len(ids)
+
+
+def child_raw(case: str, phase: str, db: str, n: int) -> dict[str, float]:
     sys.path.insert(0, str(ROOT))
     from asyncsup.transports._sqlite_store import SCHEMA, TABLE
 
@@ -174,13 +215,10 @@ def child_raw(case: str, phase: str, db: str, n: int) -> dict[str, float]:
             conn.execute("COMMIT")
         return {"enqueue_s": time.perf_counter() - t0}
     c0, t0 = cpu(), time.perf_counter()
-    done = 0
-    while done < n:
-        conn.execute("BEGIN IMMEDIATE")
-        rows = conn.execute(select, (*key, time.time())).fetchall()
-        conn.executemany(delete, [(r[0],) for r in rows])
-        conn.execute("COMMIT")
-        done += len(rows)
+    if case == "raw-sqlite3-lease":
+        consume_with_lease(conn, select, n)
+    else:
+        consume_and_delete(conn, select, delete, key, n)
     return {"consume_s": time.perf_counter() - t0, "cpu_s": cpu() - c0, "rss_mb": rss_mb()}
 
 
