@@ -91,6 +91,23 @@ def test_bad_bytes_are_decode_errors_with_the_reason(data: bytes, reason: str) -
         decode(data)
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"id":"1","type":"T","version":2,"body":{"n":1},"headers":{"attempt":3,"sent_at":1.5}}',
+        b'{"id":"","type":"T","body":null,"headers":{}}',  # no version: 1
+        b'{"headers":{"a":{"b":[1,"\xc3\xa9"]}},"body":[1,2.5,true],"type":"\xc3\xa9","id":"x"}',
+        b'{"id":"1","type":"T","version":100000000000000000000000,"body":1,"headers":{}}',
+        b'{"id":"1","type":"T","body":1,"headers":{},"body":2}',  # a repeated key: the last wins
+    ],
+)
+def test_every_decode_path_gives_what_the_stdlib_reads(data: bytes) -> None:
+    """With msgspec, decode() takes a typed one-call path first: same envelope as plain JSON."""
+    raw = json.loads(data)
+    expected = Envelope(raw["id"], raw["type"], raw["body"], raw.get("version", 1), raw["headers"])
+    assert decode(data) == expected
+
+
 def test_garbage_attempt_header_counts_as_first_attempt() -> None:
     for value in ("2", -1, 0, None, 1.5, True):
         assert Envelope("i", "T", None, 1, {"attempt": value}).attempt == 1
