@@ -29,6 +29,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from itertools import accumulate, repeat
 from pathlib import Path
 
 from asyncsup.errors import TransportError
@@ -50,14 +51,30 @@ SCHEMA = (
     f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (queue, available_at)",
 )
 
-# A claim is a SELECT of the oldest ready rows then an UPDATE of those ids, in one BEGIN IMMEDIATE
-# transaction (nobody else can write in between). Not UPDATE ... RETURNING: it needs SQLite 3.35,
-# returns rows in no defined order, and measured no faster here.
+# A claim is a SELECT of the oldest ready rows then an UPDATE of the same rows, in one BEGIN
+# IMMEDIATE transaction (nobody else can write in between, so both see the same rows). Not UPDATE ...
+# RETURNING: it needs SQLite 3.35, returns rows in no defined order, and measured no faster here.
 INSERT = f"INSERT INTO {TABLE} (queue, body, available_at, created_at) VALUES (?, ?, ?, ?)"
 FIRST_DUE = f"SELECT available_at FROM {TABLE} WHERE queue = ? ORDER BY available_at LIMIT 1"
 READY = (
     f"SELECT id, body, deliveries FROM {TABLE}"
     " WHERE queue = ? AND available_at <= ? ORDER BY available_at, id LIMIT ?"
+)
+# The claim's SELECT packs the whole batch into one row (receipts, delivery counts and body sizes as
+# comma-separated text, the bodies end to end in one blob), and its UPDATE finds the rows by the same
+# query: each statement is one step of SQLite with the GIL released. Row by row, the thread needs the
+# GIL back after every row, and waits for it as long as the event loop is busy with a batch: with
+# the whole batch in one step, the claim runs while the loop works (see consumer/worker.py).
+# group_concat keeps the order of the subquery's rows. A batch too big for one value (SQLite's length
+# limit, 1 GB by default) is read row by row instead.
+READY_PACKED = (
+    "SELECT group_concat(id || ?), group_concat(deliveries + 1), group_concat(length(CAST(body AS BLOB))),"
+    f" CAST(group_concat(body, '') AS BLOB) FROM ({READY})"
+)
+LEASE_READY = (
+    f"UPDATE {TABLE} SET available_at = ?, lease_token = ?, deliveries = deliveries + 1"
+    f" WHERE id IN (SELECT id FROM {TABLE} WHERE queue = ? AND available_at <= ?"
+    " ORDER BY available_at, id LIMIT ?)"
 )
 # Batches name their rows in one IN list (a statement per batch, not per row: twice as fast as
 # executemany); a list holds at most CHUNK ids, well under SQLite's limit on parameters.
@@ -162,13 +179,14 @@ class Store:
         if not first or first[0][0] > time.time():
             return [], (first[0][0] if first else None)
         token = secrets.randbits(63)
+        suffix = lease_receipt(0, token)[1:]  # ":<token>", formatted once per batch
         with _write(conn):
             now = time.time()
-            rows = conn.execute(READY, (queue, now, max_count)).fetchall()
-            for ids in _chunks([row[0] for row in rows]):
-                conn.execute(LEASE + _marks(len(ids)), (now + lease, token, *ids))
-        suffix = lease_receipt(0, token)[1:]  # ":<token>", formatted once per batch
-        return [Delivery(f"{i}{suffix}", body, n + 1, queue) for i, body, n in rows], None
+            got = _ready(conn, queue, now, max_count, suffix)
+            leased = conn.execute(LEASE_READY, (now + lease, token, queue, now, max_count)).rowcount
+            if leased != len(got):  # cannot happen while we hold the write lock; never hand out
+                raise TransportError(f"claimed {len(got)} messages but leased {leased}")  # unleased
+        return got, None
 
     def ack(self, by_token: Mapping[int, list[int]]) -> None:
         """Delete leased messages: ids by the token of the lease they must still hold."""
@@ -223,6 +241,23 @@ class Store:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+
+def _ready(conn: sqlite3.Connection, queue: str, now: float, limit: int, suffix: str) -> list[Delivery]:
+    """The oldest ready messages, read in one step (READY_PACKED), as deliveries of a lease whose
+    receipts end in `suffix`; read row by row when the batch is too big for one value."""
+    try:
+        row = conn.execute(READY_PACKED, (suffix, queue, now, limit)).fetchone()
+    except sqlite3.DataError:  # "string or blob too big"
+        rows = conn.execute(READY, (queue, now, limit)).fetchall()
+        return [Delivery(f"{i}{suffix}", body, n + 1, queue) for i, body, n in rows]
+    receipts, counts, sizes, data = row
+    if receipts is None:
+        return []
+    # Per message this is the Delivery and nothing else in Python: the thread holds the GIL here.
+    ends = list(accumulate(map(int, sizes.split(","))))
+    bodies = map(data.__getitem__, map(slice, [0, *ends[:-1]], ends))
+    return list(map(Delivery, receipts.split(","), bodies, map(int, counts.split(",")), repeat(queue)))
 
 
 def _chunks(ids: list[int]) -> Iterator[list[int]]:

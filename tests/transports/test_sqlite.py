@@ -14,7 +14,16 @@ import pytest
 from anyio.abc import Process
 
 from asyncsup.errors import TransportError
-from asyncsup.transports._sqlite_store import COUNT_READY, FIRST_DUE, READY, SCHEMA
+from asyncsup.transports._sqlite_store import (
+    COUNT_READY,
+    FIRST_DUE,
+    LEASE_READY,
+    READY,
+    READY_PACKED,
+    SCHEMA,
+    TABLE,
+    Store,
+)
 from asyncsup.transports.base import Delivery, QueueCounts, Transport, open_transport
 from asyncsup.transports.sqlite import SqliteTransport
 
@@ -135,11 +144,51 @@ def test_receive_and_counts_use_the_index_without_sorting(tmp_path: Path) -> Non
     conn = sqlite3.connect(tmp_path / "plan.db")
     for statement in SCHEMA:
         conn.execute(statement)
-    for sql, params in ((READY, ("q", 0.0, 10)), (FIRST_DUE, ("q",)), (COUNT_READY, ("q", 0.0))):
+    claim = ((READY_PACKED, (":1", "q", 0.0, 10)), (LEASE_READY, (1.0, 1, "q", 0.0, 10)))
+    for sql, params in ((READY, ("q", 0.0, 10)), (FIRST_DUE, ("q",)), (COUNT_READY, ("q", 0.0)), *claim):
         plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
         assert "INDEX asyncsup_messages_due (queue=?" in plan, plan
+        # The packed read walks its subquery's rows as they come (a co-routine), in index order.
+        plan = plan.replace("SCAN (subquery-1)", "")
         assert "TEMP B-TREE" not in plan and "SCAN" not in plan, plan
     conn.close()
+
+
+BODIES = [b"", bytes(range(256)), b"\x00\xff\x00", "é,:'".encode(), b"x" * 10_000, b"last"]
+
+
+def test_a_claim_hands_out_any_bytes_oldest_due_first(tmp_path: Path) -> None:
+    """The claim reads a batch in one packed row: every body comes back exact, and in the order
+    of (due time, id), also when an older message is due later than newer ones (a retry)."""
+    store = Store(str(tmp_path / "q.db"), synchronous="NORMAL", busy_timeout=BOUND)
+    ids = store.publish("q", BODIES, 0.0)
+    due = dict(zip(ids, [5, 2, 3, 1, 4, 6], strict=True))  # the order we want them back in
+    other = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
+    other.executemany(f"UPDATE {TABLE} SET available_at = ? WHERE id = ?", [(t, i) for i, t in due.items()])
+    other.close()
+
+    first, _ = store.claim("q", 5, lease=BOUND)
+    rest, _ = store.claim("q", 5, lease=BOUND)
+
+    expected = [body for _, body in sorted(zip(due.values(), BODIES, strict=True))]
+    assert [d.data for d in first] == expected[:5] and [d.data for d in rest] == expected[5:]
+    assert [d.deliveries for d in first + rest] == [1] * 6
+    assert store.counts("q") == QueueCounts(ready=0, in_flight=6, delayed=0)
+    store.close()
+
+
+def test_a_batch_too_big_for_one_value_is_claimed_row_by_row(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "q.db"), synchronous="NORMAL", busy_timeout=BOUND)
+    bodies = [bytes([i]) * 400 for i in range(5)]
+    store.publish("q", bodies, 0.0)
+    # 2,000 bytes of bodies in one value is over this connection's limit: the packed read fails.
+    store._connection().setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1000)
+
+    got, _ = store.claim("q", 10, lease=BOUND)
+
+    assert [d.data for d in got] == bodies
+    assert store.counts("q") == QueueCounts(ready=0, in_flight=5, delayed=0)
+    store.close()
 
 
 async def test_close_ends_the_connection_thread(tmp_path: Path) -> None:
