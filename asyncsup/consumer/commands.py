@@ -149,12 +149,14 @@ def _add_consume(parser: argparse.ArgumentParser) -> None:
 
 def cmd_consume(args: argparse.Namespace) -> int:
     from asyncsup.consumer.wiring import as_config, build_registry
+    from asyncsup.consumer.worker import hand_over_gil_promptly
 
     config = as_config(args.config)
     setup_logging(args, config)
     consumer = consumer_from_args(config, args)
     registry = build_registry(config, consumer)
     timeout = config.settings.shutdown_timeout if config is not None else 30.0
+    hand_over_gil_promptly()  # this process only consumes: its transport threads keep up
     return run_async(lambda: _consume(config, consumer, registry, timeout))
 
 

@@ -6,7 +6,8 @@ transaction or the round trip than on the messages: half the throughput), while 
 slow handlers keeps messages from other consumers and makes a new high-priority message wait behind
 the whole batch. So auto sizes the batch by time: enough messages for about WINDOW seconds of work
 at the speed handlers have been measured to run, never fewer than `concurrency` and never more than
-MAX. A no-op handler gets batches of MAX; handlers of 100 ms or more get `concurrency`.
+MAX. A no-op handler gets MAX; handlers of 100 ms or more get `concurrency`. The intake receives
+when half of it is free (worker.py), so a receive takes half of MAX at most.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 from asyncsup.consumer.statistics import Durations
 
 WINDOW = 0.05  # seconds of work received ahead of the workers: the most a high message waits
-MAX = 500  # a receive of 500 is where the per-batch cost (transaction, round trip) stops mattering
+MAX = 1000  # the intake receives half of it at a time (worker.py): 500 a receive, where the
+# per-batch cost (transaction, round trip) stops mattering, while the other 500 keep the workers busy
 
 
 class AutoPrefetch:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+import sys
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from consumer_rig import Rig, consumer, run_until_stopped, worker_for
 
 from asyncsup.consumer.prefetch import MAX, WINDOW, prefetch_for
-from asyncsup.consumer.worker import Worker
+from asyncsup.consumer.worker import SWITCH_INTERVAL, Worker, hand_over_gil_promptly
 
 pytestmark = pytest.mark.anyio
 
@@ -34,6 +37,47 @@ async def test_fast_handlers_receive_far_more_than_concurrency_at_once(rig: Rig)
     result = await run_until_stopped(worker)
     assert result.statistics.handled == 2000
     assert max(held) > 4 * 4, max(held)  # a fixed prefetch of 4 would hold at most 4 (+4 running)
+
+
+async def test_fast_handlers_let_the_loop_run_other_tasks_while_they_work(rig: Rig) -> None:
+    """Given 2,000 messages and a handler that never waits, the other tasks (the intake, the flusher)
+    still get a turn after every YIELD_EVERY messages of each worker, not only once a receive's
+    batch (up to MAX messages) is done: the next receive and the acks overlap the handling."""
+    source = rig.source("q")
+    await rig.publish(source, *({"n": n} for n in range(2000)))
+    turns = 0
+    seen: list[int] = []
+
+    async def ping(body: Any) -> None:
+        seen.append(turns)
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            await anyio.lowlevel.checkpoint()
+            turns += 1
+
+    worker = worker_for(consumer(concurrency=4, prefetch=0, limit=2000), source, ping)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(count_turns)
+        result = await run_until_stopped(worker)
+        tg.cancel_scope.cancel()
+    assert result.statistics.handled == 2000
+    handled_in_one_turn = max(len(list(run)) for _, run in itertools.groupby(seen))
+    assert handled_in_one_turn < MAX // 2, handled_in_one_turn  # what one receive brings at most
+
+
+def test_consume_hands_the_gil_over_promptly_and_never_more_slowly() -> None:
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)  # Python's default
+        hand_over_gil_promptly()
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL)
+        sys.setswitchinterval(SWITCH_INTERVAL / 4)  # someone wanted it shorter still: kept
+        hand_over_gil_promptly()
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL / 4)
+    finally:
+        sys.setswitchinterval(before)
 
 
 async def test_slow_handlers_never_hold_more_than_a_window_of_work(rig: Rig) -> None:
