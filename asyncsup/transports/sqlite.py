@@ -150,7 +150,8 @@ class SqliteTransport:
         deadline = time.monotonic() + wait
         while True:
             rung = doorbells.event(self._key)
-            got, next_due = await self._claim(max_count, lease)
+            batch, next_due = await self._claim(max_count, lease)
+            got = batch.deliveries()  # unpacked here, on the loop: see Batch
             remaining = deadline - time.monotonic()
             if got or remaining <= 0:
                 return got
@@ -179,7 +180,7 @@ class SqliteTransport:
         """On the thread, right after the claim: release what it took (no delivery counted)."""
         if claim.cancelled() or claim.exception() is not None:
             return
-        deliveries, _ = claim.result()
+        deliveries = claim.result()[0].deliveries()
         if deliveries:
             self._store.release(leased(deliveries))
             self._given_back += len(deliveries)

@@ -167,8 +167,8 @@ def test_a_claim_hands_out_any_bytes_oldest_due_first(tmp_path: Path) -> None:
     other.executemany(f"UPDATE {TABLE} SET available_at = ? WHERE id = ?", [(t, i) for i, t in due.items()])
     other.close()
 
-    first, _ = store.claim("q", 5, lease=BOUND)
-    rest, _ = store.claim("q", 5, lease=BOUND)
+    first = store.claim("q", 5, lease=BOUND)[0].deliveries()
+    rest = store.claim("q", 5, lease=BOUND)[0].deliveries()
 
     expected = [body for _, body in sorted(zip(due.values(), BODIES, strict=True))]
     assert [d.data for d in first] == expected[:5] and [d.data for d in rest] == expected[5:]
@@ -184,7 +184,7 @@ def test_a_batch_too_big_for_one_value_is_claimed_row_by_row(tmp_path: Path) -> 
     # 2,000 bytes of bodies in one value is over this connection's limit: the packed read fails.
     store._connection().setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1000)
 
-    got, _ = store.claim("q", 10, lease=BOUND)
+    got = store.claim("q", 10, lease=BOUND)[0].deliveries()
 
     assert [d.data for d in got] == bodies
     assert store.counts("q") == QueueCounts(ready=0, in_flight=5, delayed=0)
