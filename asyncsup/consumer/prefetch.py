@@ -15,8 +15,10 @@ from __future__ import annotations
 from asyncsup.consumer.statistics import Durations
 
 WINDOW = 0.05  # seconds of work received ahead of the workers: the most a high message waits
-MAX = 1000  # the intake receives half of it at a time (worker.py): 500 a receive, where the
-# per-batch cost (transaction, round trip) stops mattering, while the other 500 keep the workers busy
+MAX = 2000  # the intake receives half of it at a time (worker.py), while the other half keeps the
+# workers busy. Per-batch costs (transactions, round trips, wake-ups) still showed at receives of
+# 500 (SQLite, no-op handler: 1,000 a receive measured ~8 % faster); 2,000 no-op messages are still
+# well under WINDOW of work (~16 ms at 8 µs each).
 
 
 class AutoPrefetch:
