@@ -7,7 +7,7 @@ slow handlers keeps messages from other consumers and makes a new high-priority 
 the whole batch. So auto sizes the batch by time: enough messages for about WINDOW seconds of work
 at the speed handlers have been measured to run, never fewer than `concurrency` and never more than
 MAX. A no-op handler gets MAX; handlers of 100 ms or more get `concurrency`. The intake receives
-when half of it is free (worker.py), so a receive takes half of MAX at most.
+when half of it is free (worker.py), so a receive usually takes half of it.
 """
 
 from __future__ import annotations
