@@ -81,6 +81,9 @@ LEASE_READY = (
 CHUNK = 500
 LEASE = f"UPDATE {TABLE} SET available_at = ?, lease_token = ?, deliveries = deliveries + 1 WHERE id IN "
 ACK = f"DELETE FROM {TABLE} WHERE lease_token = ? AND id IN "
+# When a lease's acked ids are every id from the first to the last (the usual case: a batch handled
+# in order), one range says the same: a primary key range scan, no list to bind or look up.
+ACK_RANGE = f"DELETE FROM {TABLE} WHERE lease_token = ? AND id BETWEEN ? AND ?"
 REQUEUE = (
     f"UPDATE {TABLE} SET body = ?, available_at = ?, lease_token = NULL"
     " WHERE id = ? AND lease_token = ?"
@@ -228,8 +231,12 @@ class Store:
         conn = self._connection()
         with _write(conn):
             for token, all_ids in by_token.items():
-                for ids in _chunks(all_ids):
-                    conn.execute(ACK + _marks(len(ids)), (token, *ids))
+                ids = sorted(set(all_ids))
+                if ids and ids[-1] - ids[0] + 1 == len(ids):  # no id of the range missing
+                    conn.execute(ACK_RANGE, (token, ids[0], ids[-1]))
+                    continue
+                for chunk in _chunks(ids):
+                    conn.execute(ACK + _marks(len(chunk)), (token, *chunk))
 
     def requeue(self, message_id: int, token: int, body: bytes, delay: float) -> None:
         at = time.time() + max(delay, 0.0)

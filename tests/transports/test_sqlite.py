@@ -177,6 +177,25 @@ def test_a_claim_hands_out_any_bytes_oldest_due_first(tmp_path: Path) -> None:
     store.close()
 
 
+def test_an_ack_with_a_gap_leaves_the_missing_message_leased(tmp_path: Path) -> None:
+    """Acks of a whole run of ids are one range; one missing in the middle (still being handled)
+    must stay leased, also when the ack names others twice."""
+    store = Store(str(tmp_path / "q.db"), synchronous="NORMAL", busy_timeout=BOUND)
+    ids = store.publish("q", [b"a", b"b", b"c", b"d", b"e"], 0.0)
+    got = store.claim("q", 5, lease=BOUND)[0].deliveries()
+    token = int(got[0].receipt.partition(":")[2], 16)
+
+    store.ack({token: [ids[4], ids[0], ids[1], ids[0], ids[3]]})  # not ids[2]
+    assert store.counts("q") == QueueCounts(ready=0, in_flight=1, delayed=0)
+    assert [d.data for d in store.browse("q", 10, 0, None)] == [b"c"]
+
+    store.ack({token + 1: [ids[2]]})  # another lease's token: refused
+    assert store.counts("q").in_flight == 1
+    store.ack({token: [ids[1], ids[2]]})  # a whole range again, one of them gone already
+    assert store.counts("q") == QueueCounts(ready=0, in_flight=0, delayed=0)
+    store.close()
+
+
 def test_a_batch_too_big_for_one_value_is_claimed_row_by_row(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "q.db"), synchronous="NORMAL", busy_timeout=BOUND)
     bodies = [bytes([i]) * 400 for i in range(5)]
