@@ -127,6 +127,13 @@ def cpu_exact_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def thread_ids(pid: int) -> set[str]:
+    try:
+        return set(os.listdir(f"/proc/{pid}/task"))
+    except FileNotFoundError:
+        return set()
+
+
 def rss_mb(pid: int) -> float:
     """VmRSS in MB (10^6 bytes)."""
     text = read_text(f"/proc/{pid}/status") or ""

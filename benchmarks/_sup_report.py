@@ -159,7 +159,7 @@ def document(table_md: str, meta: dict[str, object], errors: dict[str, list[str]
         f"Machine: {info['cpu']}, {info['cores']} cores (shared, noisy), Linux {info['kernel']}, "
         f"Python {info['python']}; asyncsup: {_source(meta, info)}.",
         f"Median of {meta['runs']} run(s); each run measures every supervisor in turn; "
-        f"the relay child writes {meta.get('relay_mb', 200)} MB. "
+        f"the relay child writes {meta.get('relay_mb', 1000)} MB. "
         "Ratios are row value / column value, computed on the medians "
         "(for times and CPU lower is better, for MB/s higher is better).",
         "",

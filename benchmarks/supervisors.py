@@ -58,7 +58,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--runs", type=int, help="runs per measure (default 3, 1 with --quick)")
     p.add_argument("--cold", type=int, help="extra cold starts of 100 per run (default 3, 1 with --quick)")
-    p.add_argument("--relay-mb", type=int, default=200, help="MB written by the relay child")
+    p.add_argument("--relay-mb", type=int, default=1000, help="MB written by the relay child")
     p.add_argument("--seed", type=int, default=1, help="seed for kill victims and pauses")
     p.add_argument("--save", action="store_true", help="write results/ even for a partial run")
     p.add_argument("--no-save", action="store_true", help="never write results/")
