@@ -61,6 +61,10 @@ class Output:
     file: Path | None = None
     max_bytes: int = 50 * 1024 * 1024  # 0 = never rotate
     backups: int = 10
+    # A file gets the program's lines as it wrote them (whole, never mixed mid-line), as supervisord's
+    # log files do: JSON logs stay parseable. True: "name | line", for a file shared by processes.
+    # Console lines are always prefixed: every program shares the terminal.
+    prefix: bool = False
 
 
 @dataclass(frozen=True)

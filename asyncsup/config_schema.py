@@ -231,7 +231,7 @@ _READY: dict[str, Reader] = {
     "timeout": duration(positive=True),
     "interval": duration(positive=True),
 }
-_OUTPUT_FILE: dict[str, Reader] = {"file": path, "max_bytes": size, "backups": integer(0)}
+_OUTPUT_FILE: dict[str, Reader] = {"file": path, "max_bytes": size, "backups": integer(0), "prefix": boolean}
 _PROGRAM: dict[str, Reader] = {
     "command": command,
     "numprocs": integer(1),

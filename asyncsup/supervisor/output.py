@@ -277,13 +277,14 @@ class RotatingFile:
 
 
 class Framer:
-    """Turns a byte stream into prefixed whole lines (text) or JSON lines (json log format)."""
+    """Turns a byte stream into prefixed whole lines (text) or JSON lines (json log format); or,
+    unprefixed, into the whole lines as written (a file of the program's own)."""
 
-    def __init__(self, process: str, stream: str, json_lines: bool) -> None:
+    def __init__(self, process: str, stream: str, json_lines: bool, *, prefixed: bool = True) -> None:
         self.process = process
         self.stream = stream
-        self.json_lines = json_lines
-        self._prefix = f"{process} | ".encode()
+        self.json_lines = json_lines and prefixed  # unprefixed: the program's own lines, as written
+        self._prefix = f"{process} | ".encode() if prefixed else b""
         self._newline_prefix = b"\n" + self._prefix
         self._partial = b""
 
@@ -302,9 +303,13 @@ class Framer:
         cut = chunk.rfind(b"\n") + 1
         if cut == 0:
             return self._no_newline(chunk)
-        replaced = chunk.replace(b"\n", self._newline_prefix)
-        end = len(replaced) - (len(chunk) - cut) - len(self._prefix)  # up to the last newline
-        parts: list[bytes | memoryview] = [self._prefix, self._partial, memoryview(replaced)[:end]]
+        parts: list[bytes | memoryview]
+        if self._prefix:
+            replaced = chunk.replace(b"\n", self._newline_prefix)
+            end = len(replaced) - (len(chunk) - cut) - len(self._prefix)  # up to the last newline
+            parts = [self._prefix, self._partial, memoryview(replaced)[:end]]
+        else:  # whole lines, uncopied; the end of a line waits for its newline
+            parts = [self._partial, memoryview(chunk)[:cut]]
         self._partial = chunk[cut:]
         return parts
 

@@ -69,6 +69,7 @@ def test_check_prints_the_resolved_config_as_json(tmp_path: Path) -> None:
     assert web["ready"]["tcp"] == ["127.0.0.1", 8000]
     assert web["stdout"] == {
         "mode": "file", "file": str(tmp_path / "logs" / "web.log"), "max_bytes": 65536, "backups": 3,
+        "prefix": False,
     }  # fmt: skip
     assert worker["depends_on"] == ["web"]
     assert (worker["autorestart"], worker["exitcodes"]) == ("on-failure", [0, 2])

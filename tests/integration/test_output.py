@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import select
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -207,8 +208,8 @@ def test_a_stalled_stdout_blocks_the_child_not_our_memory(supervise: Harness, lo
 def test_file_output_rotates_on_line_boundaries(supervise: Harness, loop_kind: str, tmp_path: Path) -> None:
     """1. stdout goes to logs/chatty.log with max_bytes = 64 KiB and backups = 3.
     2. ~2.9 MB go through: many rotations.
-    3. At most 3 old files; every file holds whole lines only; together they are the newest lines,
-       consecutive, in order, ending with the last one."""
+    3. At most 3 old files; every file holds whole lines only, as the program wrote them (no
+       prefix); together they are the newest lines, consecutive, in order, ending with the last one."""
     count = 4000
     run = supervise(
         f"""
@@ -230,12 +231,38 @@ def test_file_output_rotates_on_line_boundaries(supervise: Harness, loop_kind: s
         data = (logs / name).read_bytes()
         assert data.endswith(b"\n"), f"{name} ends mid-line"
         for line in data.decode().splitlines():
-            match = CHATTY.match(line)
+            match = CHATTY.match(f"chatty | {line}")
             assert chatty_line_ok(match), f"{name}: cut line {line[:120]!r}"
             assert match is not None
             numbers.append(int(match[3]))
     assert numbers == list(range(numbers[0], count))
     assert not run.matching(r"^chatty \|", "stdout")  # to the file only
+
+
+def test_a_file_gets_the_lines_as_written_even_in_json_log_mode(supervise: Harness, tmp_path: Path) -> None:
+    """A program's file holds its own lines untouched (its JSON logs stay JSON, as with supervisord),
+    while the console lines of the same run are JSON records of asyncsup's log format."""
+    lines = ['{"level": "info", "msg": "up"}', "plain text", "x" * 5000]
+    code = (
+        f"import sys, time; print(*{lines!r}, sep=chr(10), flush=True); "
+        "print('to-console', file=sys.stderr)"
+    )
+    argv = ", ".join(supervise.toml_str(arg) for arg in (sys.executable, "-c", code + "; time.sleep(60)"))
+    run = supervise(
+        f"""
+        [programs.app]
+        command = [{argv}]
+        startsecs = 0
+        stdout = {{ file = "logs/app.log" }}
+        """,
+        "--log-format", "json",
+    )  # fmt: skip
+    run.wait_line(r'"line": "to-console"', "stderr")
+    log = tmp_path / "logs" / "app.log"
+    wait_file_ends_with(supervise, log, lines[-1])
+    assert run.stop() == 0
+    assert log.read_text().splitlines() == lines
+    assert json.loads(log.read_text().splitlines()[0]) == {"level": "info", "msg": "up"}
 
 
 def test_file_output_size_stays_near_max_bytes(supervise: Harness, tmp_path: Path) -> None:
@@ -280,7 +307,7 @@ def test_last_lines_of_a_critical_program_are_relayed_before_exit(supervise: Har
 
 def test_stream_routing_redirect_off_and_a_shared_file(supervise: Harness, tmp_path: Path) -> None:
     """redirect_stderr sends stderr to the stdout stream; "off" drops a stream; two programs
-    naming one file share it, each line whole and prefixed with its process."""
+    naming one file share it, each line whole and, with prefix = true, prefixed with its process."""
     both = "echo {0}-out; echo {0}-err >&2; exec sleep 60"
     run = supervise(
         f"""
@@ -296,13 +323,13 @@ def test_stream_routing_redirect_off_and_a_shared_file(supervise: Harness, tmp_p
 
         [programs.one]
         command = {supervise.child("chatty.py", "one", 1000)}
-        stdout = {{ file = "shared.log", max_bytes = 0 }}
+        stdout = {{ file = "shared.log", max_bytes = 0, prefix = true }}
         startsecs = 0
         autorestart = "never"
 
         [programs.two]
         command = {supervise.child("chatty.py", "two", 1000)}
-        stdout = {{ file = "shared.log", max_bytes = 0 }}
+        stdout = {{ file = "shared.log", max_bytes = 0, prefix = true }}
         startsecs = 0
         autorestart = "never"
         """

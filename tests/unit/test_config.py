@@ -785,6 +785,7 @@ def test_describe_is_plain_json(tmp_path: Path) -> None:
         "file": str(tmp_path / "w.log"),
         "max_bytes": 1_000_000,
         "backups": 10,
+        "prefix": False,
     }
     assert web["process_names"] == ["web:0", "web:1"]
     assert web["exitcodes"] == [0]
