@@ -131,6 +131,9 @@ def relay(driver: Driver, to_file: bool, total: int, say: Say, out: dict[str, ob
         logdir = s.workdir / "logs" if to_file else None
         wait_for("the generator to start", lambda: _started(s, info), 60, 0.01)
         sup = s.supervisor_pid()  # the generator's parent, found from our side of any namespace
+        # The last relay to a file left up to 1 GB of dirty pages: their writeback (kernel threads)
+        # must not take the cores of this one, whoever ran before.
+        os.sync()
         time.sleep(0.5)  # let the supervisor finish its own startup before the clock starts
         threads = _sup_procfs.thread_ids(sup)
         exact0, ticks0 = _sup_procfs.cpu_exact_seconds(sup), _sup_procfs.cpu_ticks_seconds(sup)
