@@ -77,7 +77,8 @@ def _typed_decoder() -> Callable[[bytes], Envelope | None] | None:
     except ImportError:  # pragma: no cover - depends on the environment
         return None
 
-    class Wire(msgspec.Struct, forbid_unknown_fields=True):
+    # msgspec is optional: where it is not installed mypy sees Any here (unused-ignore: where it is).
+    class Wire(msgspec.Struct, forbid_unknown_fields=True):  # type: ignore[misc,call-arg,unused-ignore]
         id: str
         type: Annotated[str, msgspec.Meta(min_length=1)]
         body: Any
