@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; for one of OWN_COMMANDS, only what parses it: `asyncsup run` imports
-    neither the consumer's commands nor ctl's, nor builds their twenty parsers (~5 ms of a cold
+    neither the consumer's commands nor ctl's, nor builds their twenty parsers (~7 ms of a cold
     start; the usage and the errors of that command are the same)."""
     parser = Parser(
         prog="asyncsup",
