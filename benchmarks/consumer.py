@@ -154,13 +154,6 @@ BARE_SQL = (
 )
 
 
-# The lease as the transport writes it: one UPDATE over the batch's ids; the ack deletes by id and token.
-LEASE_SQL = (
-    "UPDATE asyncsup_messages SET available_at = ?, lease_token = ?, deliveries = deliveries + 1 WHERE id IN "
-)
-ACK_SQL = "DELETE FROM asyncsup_messages WHERE lease_token = ? AND id IN "
-
-
 def consume_and_delete(
     conn: sqlite3.Connection, select: str, delete: str, key: tuple[str, ...], n: int
 ) -> None:
@@ -175,7 +168,10 @@ def consume_and_delete(
 
 
 def consume_with_lease(conn: sqlite3.Connection, select: str, n: int) -> None:
-    """Claim 500 (the lease written) in one transaction, delete them by id and token in another."""
+    """Claim 500 (the lease written) in one transaction, delete them by id and token in another,
+    with the transport's own statements (child_raw put the repo on sys.path)."""
+    from asyncsup.transports._sqlite_store import ACK, LEASE
+
     done = token = 0
     while done < n:
         token += 1
@@ -183,10 +179,10 @@ def consume_with_lease(conn: sqlite3.Connection, select: str, n: int) -> None:
         now = time.time()
         ids = [row[0] for row in conn.execute(select, ("bench", now)).fetchall()]
         marks = "(" + ",".join("?" * len(ids)) + ")"
-        conn.execute(LEASE_SQL + marks, (now + 30.0, token, *ids))
+        conn.execute(LEASE + marks, (now + 30.0, token, *ids))
         conn.execute("COMMIT")
         conn.execute("BEGIN IMMEDIATE")  # the handlers would run here
-        conn.execute(ACK_SQL + marks, (token, *ids))
+        conn.execute(ACK + marks, (token, *ids))
         conn.execute("COMMIT")
         done += len(ids)
 

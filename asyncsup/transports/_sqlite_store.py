@@ -79,6 +79,7 @@ LEASE_READY = (
 # Batches name their rows in one IN list (a statement per batch, not per row: twice as fast as
 # executemany); a list holds at most CHUNK ids, well under SQLite's limit on parameters.
 CHUNK = 500
+# (Claims lease with LEASE_READY; the raw loops of benchmarks/ lease a batch by ids with this.)
 LEASE = f"UPDATE {TABLE} SET available_at = ?, lease_token = ?, deliveries = deliveries + 1 WHERE id IN "
 ACK = f"DELETE FROM {TABLE} WHERE lease_token = ? AND id IN "
 # When a lease's acked ids are every id from the first to the last (the usual case: a batch handled
