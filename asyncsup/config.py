@@ -61,10 +61,15 @@ class Output:
     file: Path | None = None
     max_bytes: int = 50 * 1024 * 1024  # 0 = never rotate
     backups: int = 10
-    # A file gets the program's lines as it wrote them (whole, never mixed mid-line), as supervisord's
-    # log files do: JSON logs stay parseable. True: "name | line", for a file shared by processes.
-    # Console lines are always prefixed: every program shares the terminal.
-    prefix: bool = False
+    # True: "name | line" (JSON lines in json log format). False: the program's lines as it wrote
+    # them, whole and never mixed mid-line with another program's, so JSON logs stay parseable (what
+    # supervisord writes). None: the mode's default, prefixed on the console (programs share it),
+    # as written to a file (add the prefix when processes share the file).
+    prefix: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.prefix is None:  # resolved here, so that `asyncsup check` shows what applies
+            object.__setattr__(self, "prefix", self.mode == "console")
 
 
 @dataclass(frozen=True)

@@ -213,9 +213,18 @@ def _ready(value: Value) -> Ready:
 def _output(value: Value) -> Output:
     if value.raw in ("console", "off"):
         return Output(mode=value.raw)
+    if isinstance(value.raw, Mapping) and "console" in value.raw:
+        if "file" in value.raw:
+            raise value.fail("expected either console or file, not both")
+        fields = read_table(value, _OUTPUT_CONSOLE)
+        if fields["console"] is not True:
+            raise value.at("console").expected('true (for no output at all: stdout = "off")')
+        return Output(mode="console", prefix=fields.get("prefix", True))
     if isinstance(value.raw, Mapping):
         return Output(mode="file", **read_table(value, _OUTPUT_FILE, required=("file",)))
-    raise value.expected('"console", "off" or a table like { file = "logs/web.log" }')
+    raise value.expected(
+        '"console", "off", a table like { file = "logs/web.log" } or { console = true, prefix = false }'
+    )
 
 
 _BACKOFF: dict[str, Reader] = {
@@ -232,6 +241,7 @@ _READY: dict[str, Reader] = {
     "interval": duration(positive=True),
 }
 _OUTPUT_FILE: dict[str, Reader] = {"file": path, "max_bytes": size, "backups": integer(0), "prefix": boolean}
+_OUTPUT_CONSOLE: dict[str, Reader] = {"console": boolean, "prefix": boolean}
 _PROGRAM: dict[str, Reader] = {
     "command": command,
     "numprocs": integer(1),

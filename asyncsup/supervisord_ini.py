@@ -364,6 +364,15 @@ def _environment(section: _Section, static: dict[str, Any]) -> tuple[dict[str, s
     return table, per_process
 
 
+# supervisord copies a program's output to these raw; so does `{ console = true, prefix = false }`
+# (to asyncsup's stdout for stdout, its stderr for stderr, whichever of the two was named).
+CONSOLE_FILES = frozenset(
+    f"{folder}/{name}"
+    for folder, names in (("/dev", ("stdout", "stderr")), ("/dev/fd", "12"), ("/proc/self/fd", "12"))
+    for name in names
+)
+
+
 def _outputs(section: _Section, static: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     redirected = section.options.get("redirect_stderr", "").lower() in TRUE
@@ -371,8 +380,11 @@ def _outputs(section: _Section, static: dict[str, Any], notes: list[str]) -> dic
         key = f"{stream}_logfile"
         target = section.options.get(key, "AUTO").strip()
         lowered = target.lower()
-        if lowered in ("auto", "/dev/stdout", "/dev/stderr"):
-            if lowered == "auto" and key in section.options:
+        if lowered in CONSOLE_FILES:  # the docker idiom: the program's lines as written, unlabelled
+            out[stream] = {"console": True, "prefix": False}
+            continue
+        if lowered == "auto":
+            if key in section.options:
                 notes.append(f"[{section.name}] {key} = AUTO: written to asyncsup's console instead")
             continue
         if lowered in ("none", "off"):

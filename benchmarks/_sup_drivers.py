@@ -32,6 +32,7 @@ class ProgramSpec:
     numprocs: int = 1
     autorestart: bool = True
     log_file: Path | None = None  # None: relay to the supervisor's stdout
+    labelled: bool = True  # on stdout, asyncsup's default `name | line`; False: `prefix = false`
 
 
 class Driver:
@@ -204,8 +205,8 @@ class Asyncsup(Driver):
     @staticmethod
     def _program(p: ProgramSpec) -> list[str]:
         argv = ", ".join(_toml_str(a) for a in p.argv)
-        if p.log_file is None:
-            stdout = '"console"'
+        if p.log_file is None:  # the others copy the lines unlabelled, as `prefix = false` does
+            stdout = '"console"' if p.labelled else "{ console = true, prefix = false }"
         else:
             stdout = (
                 f"{{ file = {_toml_str(str(p.log_file))}, max_bytes = \"50MB\", "

@@ -123,10 +123,13 @@ os.write(1, MARKER)
 """.replace("MARKER", repr(MARKER))
 
 
-def relay(driver: Driver, to_file: bool, total: int, say: Say, out: dict[str, object]) -> None:
-    """One child writes ``total`` bytes of 100-byte lines; how fast and at what CPU cost."""
+def relay(
+    driver: Driver, to_file: bool, total: int, say: Say, out: dict[str, object], *, labelled: bool = True
+) -> None:
+    """One child writes ``total`` bytes of 100-byte lines; how fast and at what CPU cost. On stdout,
+    `labelled` = False relays asyncsup's lines unprefixed (the other supervisors always do)."""
     logdir: Path | None = None
-    with _relay_session(driver, to_file, total) as s:
+    with _relay_session(driver, to_file, total, labelled) as s:
         info, fifo = s.workdir / "gen.ready", s.workdir / "go.fifo"
         logdir = s.workdir / "logs" if to_file else None
         wait_for("the generator to start", lambda: _started(s, info), 60, 0.01)
@@ -156,13 +159,14 @@ def relay(driver: Driver, to_file: bool, total: int, say: Say, out: dict[str, ob
     out["seconds"] = took
     out["bytes_seen"] = seen
     out["complete"] = seen >= total
+    where = "file" if to_file else "stdout" if labelled else "stdout, unlabelled"
     say(
-        f"  relay to {'file' if to_file else 'stdout'}: {out['mb_per_s']:.0f} MB/s, "
+        f"  relay to {where}: {out['mb_per_s']:.0f} MB/s, "
         f"{out['cpu_s_per_100mb']:.2f} CPU s/100 MB, {seen / 1e6:.0f} MB seen"
     )
 
 
-def _relay_session(driver: Driver, to_file: bool, total: int) -> Session:
+def _relay_session(driver: Driver, to_file: bool, total: int, labelled: bool) -> Session:
     python = os.path.realpath("/usr/bin/python3")
     comm = os.path.basename(python)[:15]
     session = Session(driver, [], comm, drain_marker=None if to_file else MARKER)
@@ -174,7 +178,7 @@ def _relay_session(driver: Driver, to_file: bool, total: int) -> Session:
     if to_file:
         (work / "logs").mkdir()
         log_file = work / "logs" / "gen.log"
-    session.programs = [ProgramSpec("gen", argv, autorestart=False, log_file=log_file)]
+    session.programs = [ProgramSpec("gen", argv, autorestart=False, log_file=log_file, labelled=labelled)]
     return session
 
 

@@ -38,6 +38,8 @@ METRICS = [
     Metric("relay_file_cpu", "  supervisor CPU per 100 MB (file)", "s", digits=2),
     Metric("relay_stdout_mbps", "relay 100-byte lines to stdout (pipe)", "MB/s", True, digits=0),
     Metric("relay_stdout_cpu", "  supervisor CPU per 100 MB (stdout)", "s", digits=2),
+    Metric("relay_raw_mbps", "  same, unlabelled (asyncsup `prefix = false`)", "MB/s", True, digits=0),
+    Metric("relay_raw_cpu", "  supervisor CPU per 100 MB (unlabelled)", "s", digits=2),
     Metric("cold_1000", "1,000 children: cold start", "s", digits=2),
     Metric("restart_1000", "1,000 children: restart after kill -9", "s"),
     Metric("stop_1000", "1,000 children: SIGTERM -> exited", "s", digits=2),
@@ -55,6 +57,8 @@ GOALS = {
     "relay_file_cpu": ("supervisord", "<", 1.0, "< supervisord"),
     "relay_stdout_mbps": ("supervisord", ">=", 1.0, ">= supervisord"),
     "relay_stdout_cpu": ("supervisord", "<", 1.0, "< supervisord"),
+    "relay_raw_mbps": ("supervisord", ">=", 1.0, ">= supervisord"),
+    "relay_raw_cpu": ("supervisord", "<", 1.0, "< supervisord"),
 }
 
 RATIOS = [

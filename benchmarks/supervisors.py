@@ -87,6 +87,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, Step]]:
         "relay": [
             ("relay_file", lambda d, out: _sup_measures.relay(d, True, total, say, out)),
             ("relay_stdout", lambda d, out: _sup_measures.relay(d, False, total, say, out)),
+            ("relay_raw", lambda d, out: _sup_measures.relay(d, False, total, say, out, labelled=False)),
         ],
         "thousand": [("thousand", lambda d, out: _sup_measures.fleet(d, big, rng, say, out))],
     }
@@ -108,6 +109,7 @@ ROWS = {
     "cold": {"cold_start_s": "cold_100"},  # more samples of the fleet's figure
     "relay_file": {"mb_per_s": "relay_file_mbps", "cpu_s_per_100mb": "relay_file_cpu"},
     "relay_stdout": {"mb_per_s": "relay_stdout_mbps", "cpu_s_per_100mb": "relay_stdout_cpu"},
+    "relay_raw": {"mb_per_s": "relay_raw_mbps", "cpu_s_per_100mb": "relay_raw_cpu"},
     "thousand": {
         "cold_start_s": "cold_1000",
         "restart_s": "restart_1000",

@@ -260,8 +260,7 @@ class Child:
     async def _relay(self, read_fd: int, stream: str) -> None:
         output = self.program.stdout if stream == "stdout" else self.program.stderr
         console = self.runtime.stdout if stream == "stdout" else self.runtime.stderr
-        prefixed = output.mode != "file" or output.prefix  # a file gets the lines as written
-        framer = Framer(self.name, stream, self.runtime.json_lines, prefixed=prefixed)
+        framer = Framer(self.name, stream, self.runtime.json_lines, prefixed=bool(output.prefix))
         ready = self.program.ready
         on_line = None
         if ready is not None and ready.line is not None and stream == "stdout":

@@ -265,6 +265,63 @@ def test_a_file_gets_the_lines_as_written_even_in_json_log_mode(supervise: Harne
     assert json.loads(log.read_text().splitlines()[0]) == {"level": "info", "msg": "up"}
 
 
+def test_unprefixed_console_lines_are_as_written_and_never_mixed(supervise: Harness) -> None:
+    """stdout = { console = true, prefix = false }: two programs' lines reach our stdout as they
+    wrote them (no `name | `), each whole and in order, while both write at once."""
+    count = 4000
+    raw = "stdout = { console = true, prefix = false }"
+    run = supervise(
+        f"""
+        [programs.alpha]
+        command = {supervise.child("chatty.py", "alpha", count)}
+        startsecs = 0
+        autorestart = "never"
+        {raw}
+
+        [programs.beta]
+        command = {supervise.child("chatty.py", "beta", count)}
+        startsecs = 0
+        autorestart = "never"
+        {raw}
+        """
+    )
+    run.wait_line(rf"^{last_chatty_line('alpha', count)}$", "stdout")
+    run.wait_line(rf"^{last_chatty_line('beta', count)}$", "stdout")
+    assert run.stop() == 0
+    numbers: dict[str, list[int]] = {"alpha": [], "beta": []}
+    for line in run.texts("stdout"):
+        match = CHATTY.match(f"{line.split('-')[0]} | {line}")  # the name a prefix would have given
+        assert chatty_line_ok(match), f"cut, mixed or prefixed line: {line[:200]!r}"
+        assert match is not None
+        numbers[match[1]].append(int(match[3]))
+    assert numbers == {"alpha": list(range(count)), "beta": list(range(count))}
+
+
+def test_unprefixed_console_keeps_a_programs_json_lines_in_json_log_mode(supervise: Harness) -> None:
+    """With --log-format json and prefix = false, the program's own JSON log lines reach our stdout
+    untouched (what a log collector parses), not wrapped in our records; its stderr, left
+    prefixed, is wrapped as usual."""
+    lines = ['{"level": "info", "msg": "up"}', '{"level": "warning", "msg": "disk at 91%"}']
+    code = (
+        f"import sys, time; print(*{lines!r}, sep=chr(10), flush=True); "
+        "print('to-console', file=sys.stderr, flush=True)"
+    )
+    argv = ", ".join(supervise.toml_str(arg) for arg in (sys.executable, "-c", code + "; time.sleep(60)"))
+    run = supervise(
+        f"""
+        [programs.app]
+        command = [{argv}]
+        startsecs = 0
+        stdout = {{ console = true, prefix = false }}
+        """,
+        "--log-format", "json",
+    )  # fmt: skip
+    run.wait_line(r'"line": "to-console"', "stderr")
+    run.wait_line(re.escape(lines[-1]), "stdout")
+    assert run.stop() == 0
+    assert run.texts("stdout") == lines
+
+
 def test_file_output_size_stays_near_max_bytes(supervise: Harness, tmp_path: Path) -> None:
     """Rotated files hold about max_bytes: no more than one line (here < 1.5 KiB) over it."""
     run = supervise(

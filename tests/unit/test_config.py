@@ -257,10 +257,22 @@ BAD = [
     ),
     (
         WEB + 'stdout = "logs/web.log"',
-        'programs.web.stdout: expected "console", "off" or a table like { file = "logs/web.log" },'
-        ' got "logs/web.log"',
+        'programs.web.stdout: expected "console", "off", a table like { file = "logs/web.log" } or'
+        ' { console = true, prefix = false }, got "logs/web.log"',
     ),
     (WEB + 'stdout = { max_bytes = "1MB" }', "programs.web.stdout: missing required key 'file'"),
+    (
+        WEB + "stdout = { console = false }",
+        'programs.web.stdout.console: expected true (for no output at all: stdout = "off"), got false',
+    ),
+    (
+        WEB + 'stdout = { console = true, file = "a.log" }',
+        "programs.web.stdout: expected either console or file, not both",
+    ),
+    (
+        WEB + "stdout = { console = true, prefx = false }",
+        "programs.web.stdout.prefx: unknown key (did you mean 'prefix'?)",
+    ),
     # -- transports and consumers
     (
         '[transports]\nhigh = "postgres://db/q"',
@@ -715,6 +727,9 @@ def test_stop_signal_forms(tmp_path: Path, value: str, expected: signal.Signals)
         ("exitcodes = []", "exitcodes", frozenset()),
         ("startsecs = 0", "startsecs", 0.0),
         ('stdout = "off"', "stdout", Output(mode="off")),
+        ('stdout = "console"', "stdout", Output(mode="console", prefix=True)),
+        ("stdout = { console = true }", "stdout", Output(mode="console", prefix=True)),
+        ("stderr = { console = true, prefix = false }", "stderr", Output(mode="console", prefix=False)),
         ("priority = -5", "priority", -5),
     ],
 )

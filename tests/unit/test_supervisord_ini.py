@@ -85,6 +85,16 @@ def test_outputs_none_console_and_files(tmp_path: Path) -> None:
     assert (p.stdout.mode, p.stderr.mode) == ("off", "console")
 
 
+@pytest.mark.parametrize("target", ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/2", "/dev/stderr"])
+def test_the_docker_idiom_relays_unlabelled_lines_to_the_console(tmp_path: Path, target: str) -> None:
+    """`stdout_logfile=/dev/fd/1` + `maxbytes=0`: supervisord copies the lines raw to its own output
+    (JSON logs stay JSON); so must we, and never open and rotate /dev/fd/1 as a file."""
+    ini = f"[program:a]\ncommand = x\nstdout_logfile = {target}\nstdout_logfile_maxbytes = 0\n"
+    p = program(tmp_path, ini)
+    assert (p.stdout.mode, p.stdout.prefix, p.stdout.file) == ("console", False, None)
+    assert (p.stderr.mode, p.stderr.prefix) == ("console", True)  # AUTO: our console, labelled
+
+
 def test_environment_is_split_like_supervisord_and_expanded_when_asyncsup_loads(tmp_path: Path) -> None:
     """Quotes allow commas; %(ENV_X)s is read from asyncsup's environment, never baked in at
     conversion; a literal $ stays literal; [supervisord] environment applies to every program."""
