@@ -85,10 +85,11 @@ def child_asyncsup(case: str, phase: str, db: str, n: int) -> dict[str, float]:
 
     async def main() -> dict[str, float]:
         from asyncsup.config import Consumer
+        from asyncsup.consumer.commands import hand_over_gil_promptly
         from asyncsup.consumer.handlers import HandlerRegistry
         from asyncsup.consumer.outcomes import Source
         from asyncsup.consumer.send import Sender
-        from asyncsup.consumer.worker import Worker, hand_over_gil_promptly
+        from asyncsup.consumer.worker import Worker
         from asyncsup.lifecycle import Shutdown
         from asyncsup.transports.base import open_transport
 

@@ -96,6 +96,14 @@ def failure_headers(
     return headers
 
 
+def unsettled_error(deliveries: int, attempt: int) -> MessageError:
+    """A message received `deliveries` times for one attempt: its consumer died each time."""
+    return MessageError(
+        f"received {deliveries} times for attempt {attempt} without an outcome: "
+        "the consumer probably died while handling it (poison message)"
+    )
+
+
 def _user_error(exc: BaseException | None) -> BaseException | None:
     """The exception whose traceback helps: the application's, never one of our verdicts."""
     if isinstance(exc, UpcasterFailed):

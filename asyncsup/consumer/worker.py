@@ -15,7 +15,7 @@ lets memory:// pass 100,000 msg/s through the whole path. A worker that never wa
 handlers) gives the loop a turn every YIELD_EVERY messages, so that the intake asks for the next
 batch and the flusher sends the acks while the workers go on: a transport that works on a thread
 (SQLite) then does its part at the same time as the loop, on the other core, when the GIL is
-handed over promptly (``hand_over_gil_promptly``, which ``asyncsup consume`` calls).
+handed over promptly (``hand_over_gil_promptly`` in commands.py, which ``asyncsup consume`` calls).
 
 A message counts as handled only once its ack is committed. On drain, intake stops, prefetched
 messages go back at once (release, no attempt counted), running handlers finish and their acks
@@ -26,7 +26,6 @@ acked, come back after the lease.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -41,9 +40,8 @@ from asyncsup.consumer.handlers import HandlerRegistry
 from asyncsup.consumer.limits import Limits, rss_bytes
 from asyncsup.consumer.outcomes import Settler, Source
 from asyncsup.consumer.prefetch import AutoPrefetch
-from asyncsup.consumer.retry import MAX_UNSETTLED_DELIVERIES
+from asyncsup.consumer.retry import MAX_UNSETTLED_DELIVERIES, unsettled_error
 from asyncsup.consumer.statistics import ConsumerStatistics, Durations, TransportTotals, WorkerResult
-from asyncsup.errors import MessageError
 from asyncsup.lifecycle import Shutdown
 from asyncsup.transports.base import Delivery
 
@@ -51,21 +49,6 @@ log = logging.getLogger("asyncsup.consumer")
 
 MEMORY_CHECK_INTERVAL = 0.5  # seconds between RSS reads: /proc costs ~10 µs, not per message
 YIELD_EVERY = 64  # messages a worker handles in a row before it lets the loop run other tasks
-SWITCH_INTERVAL = 20e-6  # seconds; see hand_over_gil_promptly()
-
-
-def hand_over_gil_promptly() -> None:
-    """Let a thread that waits for the GIL have it within 20 µs instead of Python's 5 ms.
-
-    A transport thread (SQLite) runs each SQLite step without the GIL, but needs it back for a
-    moment between steps. While the loop works through a batch it holds the GIL, so at each such
-    moment the thread waits for the interpreter's switch interval: with 5 ms the thread's work is
-    in effect serialized with the loop's (CPU time = wall time); with 20 µs the next batch is
-    claimed and the last one acked while the loop handles this one. The setting is process-wide,
-    so `asyncsup consume` calls this (its process only consumes), not the Worker. A thread that
-    never waits for the GIL (no transport thread, I/O-bound sync handlers) sees no difference.
-    """
-    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
 
 
 class Worker:
@@ -233,7 +216,7 @@ class Worker:
             spec = self._registry.get(envelope.type)
             n = delivery.deliveries
             if n > 1 + MAX_UNSETTLED_DELIVERIES and n > envelope.attempt + MAX_UNSETTLED_DELIVERIES:
-                raise MessageError(_unsettled(delivery, envelope))
+                raise unsettled_error(n, envelope.attempt)
             raw = envelope.body
             if envelope.version != spec.version:  # written by older (or newer) code: upcasters
                 raw = self._registry.upgrade(envelope, spec)
@@ -292,7 +275,7 @@ class Worker:
     def _set_prefetch(self, prefetch: int) -> None:
         self._capacity = self._concurrency + prefetch
         # Refill in batches, not one by one, and when half is free: the other half keeps the workers
-        # busy while the receive runs (on a thread, it runs at the same time: see hand_over_gil_promptly).
+        # busy while the receive runs (on a thread, at the same time: commands.hand_over_gil_promptly).
         self._min_room = max(1, self._capacity // 2)
 
     def _room(self) -> int:
@@ -425,9 +408,3 @@ class Worker:
     def _log_summary(self, result: WorkerResult) -> None:
         log.info("consumer %s stopped (%s): %s", self.name, result.reason or "cancelled", result.statistics)
 
-
-def _unsettled(delivery: Delivery, envelope: Envelope) -> str:
-    return (
-        f"received {delivery.deliveries} times for attempt {envelope.attempt} without an outcome: "
-        "the consumer probably died while handling it (poison message)"
-    )

@@ -17,7 +17,7 @@ one-thread executor), so the event loop never waits for the disk or another proc
 each call is one hop to that thread. Every call is a batch; the hop is paid per batch. A claim
 comes back packed (one SQLite step per statement, the deliveries made on the loop: see Batch in
 _sqlite_store.py), so the thread needs the GIL only a few times per batch; in a process that
-consumes, ``hand_over_gil_promptly()`` (consumer/worker.py) makes those few times cheap, and the
+consumes, ``hand_over_gil_promptly()`` (consumer/commands.py) makes those few times cheap, and the
 thread claims and acks while the loop handles messages.
 
 Waiting: within a process, a publish, requeue or release wakes the receivers of the same file and

@@ -11,8 +11,9 @@ import anyio.lowlevel
 import pytest
 from consumer_rig import Rig, consumer, run_until_stopped, worker_for
 
+from asyncsup.consumer.commands import SWITCH_INTERVAL, hand_over_gil_promptly
 from asyncsup.consumer.prefetch import MAX, WINDOW, prefetch_for
-from asyncsup.consumer.worker import SWITCH_INTERVAL, Worker, hand_over_gil_promptly
+from asyncsup.consumer.worker import Worker
 
 pytestmark = pytest.mark.anyio
 
