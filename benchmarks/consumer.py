@@ -169,9 +169,10 @@ def consume_and_delete(
 
 
 def consume_with_lease(conn: sqlite3.Connection, select: str, n: int) -> None:
-    """Claim 500 (the lease written) in one transaction, delete them by id and token in another,
-    with the transport's own statements (child_raw put the repo on sys.path)."""
-    from asyncsup.transports._sqlite_store import ACK, LEASE
+    """Claim 500 (the lease written: the rows marked, one lease row) in one transaction, delete them
+    by id and token and close the lease in another, with the transport's own statements (child_raw
+    put the repo on sys.path)."""
+    from asyncsup.transports._sqlite_store import ACK, CLOSE_SETTLED, LEASE, OPEN_LEASE, SETTLED
 
     done = token = 0
     while done < n:
@@ -180,10 +181,13 @@ def consume_with_lease(conn: sqlite3.Connection, select: str, n: int) -> None:
         now = time.time()
         ids = [row[0] for row in conn.execute(select, ("bench", now)).fetchall()]
         marks = "(" + ",".join("?" * len(ids)) + ")"
-        conn.execute(LEASE + marks, (now + 30.0, token, *ids))
+        conn.execute(LEASE + marks, (token, *ids))
+        conn.execute(OPEN_LEASE, (token, "bench", now + 30.0, ",".join(map(str, ids)), len(ids)))
         conn.execute("COMMIT")
         conn.execute("BEGIN IMMEDIATE")  # the handlers would run here
-        conn.execute(ACK + marks, (token, *ids))
+        deleted = conn.execute(ACK + marks, (token, *ids)).rowcount
+        conn.execute(SETTLED, (deleted, token))
+        conn.execute(CLOSE_SETTLED, (token,))
         conn.execute("COMMIT")
         done += len(ids)
 
@@ -198,7 +202,7 @@ def child_raw(case: str, phase: str, db: str, n: int) -> dict[str, float]:
         schema, key = SCHEMA, ("bench",)
         insert = f"INSERT INTO {TABLE} (queue, body, available_at, created_at) VALUES (?, ?, ?, 0)"
         select = (f"SELECT id, body FROM {TABLE} WHERE queue = ? AND available_at <= ?"
-                  " ORDER BY available_at, id LIMIT 500")  # fmt: skip
+                  " AND lease_token IS NULL ORDER BY available_at, id LIMIT 500")  # fmt: skip
         delete = f"DELETE FROM {TABLE} WHERE id = ?"
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")

@@ -26,7 +26,17 @@ from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asyncsup.transports._sqlite_store import ACK, INSERT, LEASE, READY, SCHEMA, TABLE
+from asyncsup.transports._sqlite_store import (
+    ACK,
+    CLOSE_SETTLED,
+    INSERT,
+    LEASE,
+    OPEN_LEASE,
+    READY,
+    SCHEMA,
+    SETTLED,
+    TABLE,
+)
 from asyncsup.transports.base import Transport, open_transport
 from asyncsup.transports.memory import MemoryBroker
 
@@ -71,7 +81,7 @@ def raw_sqlite(path: Path, messages: int, batch: int) -> tuple[Measure, Measure]
     published = watch.lap(messages)
     select = (
         f"SELECT id, body FROM {TABLE}"
-        " WHERE queue = ? AND available_at <= ? ORDER BY available_at, id LIMIT ?"
+        " WHERE queue = ? AND available_at <= ? AND lease_token IS NULL ORDER BY available_at, id LIMIT ?"
     )
     done = 0
     while True:
@@ -103,20 +113,24 @@ def raw_leasing(path: Path, messages: int, batch: int) -> Measure:
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany(INSERT, [("raw", BODY, now, now)] * messages)
     conn.execute("COMMIT")
-    watch, done = Stopwatch(), 0
+    watch, done, token = Stopwatch(), 0, 7
     while True:
         conn.execute("BEGIN IMMEDIATE")
         now = time.time()
         rows = conn.execute(READY, ("raw", now, batch)).fetchall()
         ids = [row[0] for row in rows]
         if ids:
-            conn.execute(LEASE + marks(len(ids)), (now + 60.0, 7, *ids))
+            conn.execute(LEASE + marks(len(ids)), (token, *ids))
+            conn.execute(OPEN_LEASE, (token, "raw", now + 60.0, ",".join(map(str, ids)), len(ids)))
         conn.execute("COMMIT")
         if not rows:
             break
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute(ACK + marks(len(ids)), (7, *ids))
+        deleted = conn.execute(ACK + marks(len(ids)), (token, *ids)).rowcount
+        conn.execute(SETTLED, (deleted, token))
+        conn.execute(CLOSE_SETTLED, (token,))
         conn.execute("COMMIT")
+        token += 1
         done += len(rows)
     consumed = watch.lap(messages)
     conn.close()

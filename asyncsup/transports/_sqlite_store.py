@@ -9,16 +9,25 @@ What a commit survives (journal_mode=WAL always):
 - ``synchronous=FULL`` (``?synchronous=full``): the WAL is fsynced at every commit, so a commit
   also survives a power loss, at the price of one fsync per transaction (every call is a batch).
 
-"Acked" means the DELETE committed; "received" means the lease UPDATE committed. So a message is
-always either ready, leased in the file (and back when the lease runs out), or gone because acked.
+"Acked" means the DELETE committed; "received" means the lease committed. So a message is always
+either ready (or delayed), leased in the file (and back when the lease runs out), or gone because acked.
 
-The schema is one table for every queue of a file. Leasing moves ``available_at`` to the lease's end,
-so an expired lease brings its message back through the very index that finds ready messages:
-ready means ``available_at <= now`` whatever the row's history, and a receive is one index range
-scan, O(log n) with a million messages queued. ``lease_token`` tells an in-flight message (token,
-time in the future) from a delayed one (no token), and makes settling match only the current lease.
-Times are unix time (``time.time()``), the one clock every process on the machine shares; a step of
-the system clock moves due times and lease ends with it.
+The schema: one table of messages for every queue of a file, and one of leases. A message is
+receivable when ``available_at <= now`` (its publish time, or the end of a delay) and no lease holds
+it; the index on (queue, available_at) covers only messages that no lease holds, so a receive is one
+index range scan, O(log n) with a million messages queued, and a lease takes its messages out of the
+index (one index delete each) while the ack that follows deletes rows that are in no index: each
+message costs the index one insert and one delete, as in a queue with no leases at all. (Schema 1
+moved a leased message's ``available_at`` to the lease's end instead: an index delete and insert to
+lease, another delete to ack; 1.3x slower on the same claim-and-ack loop.) A lease is one row per
+claimed batch: its token (in the receipts of its messages), its end, the ids it took and how many
+of them are not settled yet; when it ends, the claim that comes next gives its unsettled messages
+back first. Times are unix time (``time.time()``), the one clock every process on the machine
+shares; a step of the system clock moves due times and lease ends with it.
+
+A file written by asyncsup with schema 1 (table asyncsup_messages) is moved to this one when a
+connection opens it: every message kept in its order, leased ones made receivable again (their
+consumers' receipts no longer settle anything, so they are delivered again: at least once).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import random
 import secrets
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from itertools import accumulate, repeat
@@ -35,75 +45,100 @@ from pathlib import Path
 from asyncsup.errors import TransportError
 from asyncsup.transports.base import Delivery, QueueCounts, lease_receipt
 
-TABLE = "asyncsup_messages"
+TABLE = "asyncsup_queue"
+LEASES = "asyncsup_leases"
+SCHEMA_1_TABLE = "asyncsup_messages"
 
 SCHEMA = (
     f"""CREATE TABLE IF NOT EXISTS {TABLE} (
         id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: a receipt names one message
         queue TEXT NOT NULL,
         body BLOB NOT NULL,
-        available_at REAL NOT NULL,  -- unix time it is receivable from; the lease end while leased
-        lease_token INTEGER,         -- the current (maybe expired) lease; NULL when not leased
+        available_at REAL NOT NULL,  -- unix time it is receivable from: publish time or a delay's end
+        lease_token INTEGER,         -- the lease (a row of LEASES) holding it; NULL when not leased
         deliveries INTEGER NOT NULL DEFAULT 0,
         created_at REAL NOT NULL
     )""",
-    # The rowid is implicitly the last column, so "ORDER BY available_at, id" needs no sort.
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (queue, available_at)",
+    # Only messages no lease holds. The rowid is implicitly the last column, so "ORDER BY
+    # available_at, id" needs no sort.
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_ready ON {TABLE} (queue, available_at) WHERE lease_token IS NULL",
+    f"""CREATE TABLE IF NOT EXISTS {LEASES} (
+        token INTEGER PRIMARY KEY,  -- 63 random bits, in the receipts of the messages it holds
+        queue TEXT NOT NULL,
+        until REAL NOT NULL,        -- when its unsettled messages become receivable again
+        ids TEXT NOT NULL,          -- the ids of the messages it took, comma-separated
+        open INTEGER NOT NULL       -- how many of them are not settled (acked, requeued, released)
+    )""",
+    f"CREATE INDEX IF NOT EXISTS {LEASES}_until ON {LEASES} (queue, until)",
+)
+# Schema 1 to this one, in the connection's first transaction: new ids in the old order.
+FROM_SCHEMA_1 = (
+    f"INSERT INTO {TABLE} (queue, body, available_at, deliveries, created_at)"
+    " SELECT queue, body, CASE WHEN lease_token IS NULL THEN available_at"
+    " ELSE MIN(available_at, created_at) END, deliveries, created_at"
+    f" FROM {SCHEMA_1_TABLE} ORDER BY id"
 )
 
 # A claim is a SELECT of the oldest ready rows then an UPDATE of the same rows, in one BEGIN
 # IMMEDIATE transaction (nobody else can write in between, so both see the same rows). Not UPDATE ...
 # RETURNING: it needs SQLite 3.35, returns rows in no defined order, and measured no faster here.
 INSERT = f"INSERT INTO {TABLE} (queue, body, available_at, created_at) VALUES (?, ?, ?, ?)"
-FIRST_DUE = f"SELECT available_at FROM {TABLE} WHERE queue = ? ORDER BY available_at LIMIT 1"
+FIRST_DUE = (
+    f"SELECT available_at FROM {TABLE} WHERE queue = ? AND lease_token IS NULL ORDER BY available_at LIMIT 1"
+)
+FIRST_LEASE_END = f"SELECT MIN(until) FROM {LEASES} WHERE queue = ?"
 READY = (
     f"SELECT id, body, deliveries FROM {TABLE}"
-    " WHERE queue = ? AND available_at <= ? ORDER BY available_at, id LIMIT ?"
+    " WHERE queue = ? AND available_at <= ? AND lease_token IS NULL ORDER BY available_at, id LIMIT ?"
 )
 # The claim's SELECT packs the whole batch into one row (receipts, delivery counts and body sizes as
-# comma-separated text, the bodies end to end in one blob), and its UPDATE finds the rows by the same
-# query: each statement is one step of SQLite with the GIL released. Row by row, the thread needs the
-# GIL back after every row, and waits for it as long as the event loop is busy with a batch: with
-# the whole batch in one step, the claim runs while the loop works (see consumer/worker.py).
-# group_concat keeps the order of the subquery's rows. A batch too big for one value (SQLite's length
-# limit, 1 GB by default) is read row by row instead.
+# comma-separated text, the bodies end to end in one blob, the ids for the lease row), and its UPDATE
+# finds the rows by the same query: each statement is one step of SQLite with the GIL released. Row
+# by row, the thread needs the GIL back after every row, and waits for it as long as the event loop
+# is busy with a batch: with the whole batch in one step, the claim runs while the loop works (see
+# consumer/worker.py). group_concat keeps the order of the subquery's rows. A batch too big for one
+# value (SQLite's length limit, 1 GB by default) is read row by row instead.
 READY_PACKED = (
     "SELECT group_concat(id || ?), group_concat(deliveries + 1), group_concat(length(CAST(body AS BLOB))),"
-    f" CAST(group_concat(body, '') AS BLOB) FROM ({READY})"
+    f" CAST(group_concat(body, '') AS BLOB), group_concat(id) FROM ({READY})"
 )
 LEASE_READY = (
-    f"UPDATE {TABLE} SET available_at = ?, lease_token = ?, deliveries = deliveries + 1"
-    f" WHERE id IN (SELECT id FROM {TABLE} WHERE queue = ? AND available_at <= ?"
+    f"UPDATE {TABLE} SET lease_token = ?, deliveries = deliveries + 1"
+    f" WHERE id IN (SELECT id FROM {TABLE} WHERE queue = ? AND available_at <= ? AND lease_token IS NULL"
     " ORDER BY available_at, id LIMIT ?)"
 )
+OPEN_LEASE = f"INSERT INTO {LEASES} (token, queue, until, ids, open) VALUES (?, ?, ?, ?, ?)"
+ENDED_LEASES = f"SELECT token, ids FROM {LEASES} WHERE queue = ? AND until <= ?"
+CLOSE_LEASE = f"DELETE FROM {LEASES} WHERE token = ?"
 # Batches name their rows in one IN list (a statement per batch, not per row: twice as fast as
 # executemany); a list holds at most CHUNK ids, well under SQLite's limit on parameters.
 CHUNK = 500
 # (Claims lease with LEASE_READY; the raw loops of benchmarks/ lease a batch by ids with this.)
-LEASE = f"UPDATE {TABLE} SET available_at = ?, lease_token = ?, deliveries = deliveries + 1 WHERE id IN "
+LEASE = f"UPDATE {TABLE} SET lease_token = ?, deliveries = deliveries + 1 WHERE id IN "
+GIVE_BACK = f"UPDATE {TABLE} SET lease_token = NULL WHERE lease_token = ? AND id IN "
 ACK = f"DELETE FROM {TABLE} WHERE lease_token = ? AND id IN "
 # When a lease's acked ids are every id from the first to the last (the usual case: a batch handled
 # in order), one range says the same: a primary key range scan, no list to bind or look up.
 ACK_RANGE = f"DELETE FROM {TABLE} WHERE lease_token = ? AND id BETWEEN ? AND ?"
+# After messages of a lease were settled: count them off, and drop the lease when none is left.
+SETTLED = f"UPDATE {LEASES} SET open = open - ? WHERE token = ?"
+CLOSE_SETTLED = f"DELETE FROM {LEASES} WHERE token = ? AND open <= 0"
 REQUEUE = (
-    f"UPDATE {TABLE} SET body = ?, available_at = ?, lease_token = NULL"
-    " WHERE id = ? AND lease_token = ?"
+    f"UPDATE {TABLE} SET body = ?, available_at = ?, lease_token = NULL WHERE id = ? AND lease_token = ?"
 )
-# Back where it was (its publish time) and the delivery uncounted, as if never received.
+# Back where it was (available_at is its own, untouched by the lease), the delivery uncounted.
 RELEASE = (
-    f"UPDATE {TABLE} SET available_at = MIN(created_at, ?), lease_token = NULL,"
-    " deliveries = deliveries - 1 WHERE id = ? AND lease_token = ?"
+    f"UPDATE {TABLE} SET lease_token = NULL, deliveries = deliveries - 1 WHERE id = ? AND lease_token = ?"
 )
-EXTEND = f"UPDATE {TABLE} SET available_at = ? WHERE id = ? AND lease_token = ?"
-COUNT_READY = f"SELECT COUNT(*) FROM {TABLE} WHERE queue = ? AND available_at <= ?"
-COUNT_LATER = (
-    f"SELECT lease_token IS NOT NULL, COUNT(*) FROM {TABLE}"
-    " WHERE queue = ? AND available_at > ? GROUP BY 1"
-)
+EXTEND = f"UPDATE {LEASES} SET until = ? WHERE token = ?"
+COUNT_READY = f"SELECT COUNT(*) FROM {TABLE} WHERE queue = ? AND available_at <= ? AND lease_token IS NULL"
+COUNT_DELAYED = f"SELECT COUNT(*) FROM {TABLE} WHERE queue = ? AND available_at > ? AND lease_token IS NULL"
+COUNT_LEASED = f"SELECT until > ?, SUM(open) FROM {LEASES} WHERE queue = ? GROUP BY 1"
 BROWSE = f"SELECT id, body, deliveries FROM {TABLE} WHERE queue = ? ORDER BY id LIMIT ? OFFSET ?"
 # "+queue": walk the primary key from the last id seen; on the queue's index SQLite would sort all of
 # the queue's rows for every page.
 BROWSE_AFTER = f"SELECT id, body, deliveries FROM {TABLE} WHERE +queue = ? AND id > ? ORDER BY id LIMIT ?"
+HOLDER = f"SELECT lease_token FROM {TABLE} WHERE id = ? AND queue = ?"
 REMOVE = f"DELETE FROM {TABLE} WHERE id = ? AND queue = ?"
 
 Packed = tuple[str, str, str, bytes]  # receipts, delivery counts, body sizes (comma-separated), bodies
@@ -118,12 +153,15 @@ class Batch:
     A batch too big to pack comes as deliveries already.
     """
 
-    __slots__ = ("_packed", "_queue", "_unpacked", "size")
+    __slots__ = ("_packed", "_queue", "_unpacked", "ids", "size")
 
-    def __init__(self, queue: str, packed: Packed | None = None, unpacked: Sequence[Delivery] = ()):
+    def __init__(
+        self, queue: str, packed: Packed | None = None, unpacked: Sequence[Delivery] = (), ids: str = ""
+    ) -> None:
         self._queue = queue
         self._packed = packed
         self._unpacked = unpacked
+        self.ids = ids  # comma-separated, for the lease row
         self.size = len(unpacked) if packed is None else packed[0].count(",") + 1
 
     def __repr__(self) -> str:
@@ -172,6 +210,7 @@ class Store:
             with _write(conn):
                 for statement in SCHEMA:
                     conn.execute(statement)
+                _upgrade(conn)
         except BaseException:
             conn.close()
             raise
@@ -211,18 +250,26 @@ class Store:
     def claim(self, queue: str, max_count: int, lease: float) -> Claimed:
         """Lease up to max_count ready messages, oldest first; else ([], when the next is due)."""
         conn = self._connection()
-        # A plain read first: an idle queue costs no write lock, which other processes would feel.
-        first = conn.execute(FIRST_DUE, (queue,)).fetchall()
-        if not first or first[0][0] > time.time():
-            return Batch(queue), (first[0][0] if first else None)
+        # Plain reads first: an idle queue costs no write lock, which other processes would feel.
+        due = conn.execute(FIRST_DUE, (queue,)).fetchall()
+        first_due = due[0][0] if due else None
+        first_end = conn.execute(FIRST_LEASE_END, (queue,)).fetchall()[0][0]
+        now = time.time()
+        ended = first_end is not None and first_end <= now
+        if not ended and (first_due is None or first_due > now):
+            return Batch(queue), min((t for t in (first_due, first_end) if t is not None), default=None)
         token = secrets.randbits(63)
         suffix = lease_receipt(0, token)[1:]  # ":<token>", formatted once per batch
         with _write(conn):
             now = time.time()
+            if ended:
+                _give_back_ended(conn, queue, now)
             got = _ready(conn, queue, now, max_count, suffix)
-            leased = conn.execute(LEASE_READY, (now + lease, token, queue, now, max_count)).rowcount
-            if leased != got.size:  # cannot happen while we hold the write lock; never hand out
-                raise TransportError(f"claimed {got.size} messages but leased {leased}")  # unleased
+            if got.size:
+                leased = conn.execute(LEASE_READY, (token, queue, now, max_count)).rowcount
+                if leased != got.size:  # cannot happen while we hold the write lock; never hand out
+                    raise TransportError(f"claimed {got.size} messages but leased {leased}")  # unleased
+                conn.execute(OPEN_LEASE, (token, queue, now + lease, got.ids, got.size))
         return got, None
 
     def ack(self, by_token: Mapping[int, list[int]]) -> None:
@@ -234,25 +281,49 @@ class Store:
             for token, all_ids in by_token.items():
                 ids = sorted(set(all_ids))
                 if ids and ids[-1] - ids[0] + 1 == len(ids):  # no id of the range missing
-                    conn.execute(ACK_RANGE, (token, ids[0], ids[-1]))
-                    continue
-                for chunk in _chunks(ids):
-                    conn.execute(ACK + _marks(len(chunk)), (token, *chunk))
+                    done = conn.execute(ACK_RANGE, (token, ids[0], ids[-1])).rowcount
+                else:
+                    done = sum(conn.execute(ACK + _marks(len(c)), (token, *c)).rowcount for c in _chunks(ids))
+                _settled(conn, token, done)
 
     def requeue(self, message_id: int, token: int, body: bytes, delay: float) -> None:
         at = time.time() + max(delay, 0.0)
-        self._write_many(REQUEUE, [(body, at, message_id, token)])
+        self._settle(REQUEUE, [(body, at, message_id, token)])
 
     def release(self, pairs: Sequence[tuple[int, int]]) -> None:
-        now = time.time()
-        self._write_many(RELEASE, [(now, i, token) for i, token in pairs])
+        self._settle(RELEASE, list(pairs))
 
     def extend(self, pairs: Sequence[tuple[int, int]], lease: float) -> None:
+        """A lease's end is its batch's: extending one message extends its whole lease."""
         until = time.time() + lease
-        self._write_many(EXTEND, [(until, i, token) for i, token in pairs])
+        self._write_many(EXTEND, [(until, token) for token in sorted({token for _, token in pairs})])
 
     def remove(self, queue: str, ids: Sequence[int]) -> int:
-        return self._write_many(REMOVE, [(i, queue) for i in ids])
+        conn = self._connection()
+        removed = 0
+        with _write(conn):
+            for message_id in ids:
+                holder = conn.execute(HOLDER, (message_id, queue)).fetchall()
+                if conn.execute(REMOVE, (message_id, queue)).rowcount:
+                    removed += 1
+                    if holder[0][0] is not None:
+                        _settled(conn, holder[0][0], 1)
+        return removed
+
+    def _settle(self, sql: str, params: Sequence[tuple[object, ...]]) -> None:
+        """Run `sql` once per params (each ending with the lease token it must match) in one
+        transaction, and count off from each lease the messages it settled."""
+        if not params:
+            return
+        conn = self._connection()
+        with _write(conn):
+            done: Counter[int] = Counter()
+            for args in params:
+                token = args[-1]
+                assert isinstance(token, int)
+                done[token] += conn.execute(sql, args).rowcount
+            for token, count in done.items():
+                _settled(conn, token, count)
 
     def _write_many(self, sql: str, params: Sequence[tuple[object, ...]]) -> int:
         """One statement over a batch, in one transaction; how many rows it changed."""
@@ -267,8 +338,10 @@ class Store:
         with _read(conn):
             now = time.time()
             ready = conn.execute(COUNT_READY, (queue, now)).fetchall()[0][0]
-            later = dict(conn.execute(COUNT_LATER, (queue, now)).fetchall())
-        return QueueCounts(ready=ready, in_flight=later.get(1, 0), delayed=later.get(0, 0))
+            delayed = conn.execute(COUNT_DELAYED, (queue, now)).fetchall()[0][0]
+            leased = dict(conn.execute(COUNT_LEASED, (now, queue)).fetchall())
+        # An ended lease's messages are receivable: the next claim gives them back first.
+        return QueueCounts(ready=ready + leased.get(0, 0), in_flight=leased.get(1, 0), delayed=delayed)
 
     def browse(self, queue: str, limit: int, offset: int, after: int | None) -> list[Delivery]:
         if after is None:
@@ -291,8 +364,32 @@ def _ready(conn: sqlite3.Connection, queue: str, now: float, limit: int, suffix:
         row = conn.execute(READY_PACKED, (suffix, queue, now, limit)).fetchone()
     except sqlite3.DataError:  # "string or blob too big"
         rows = conn.execute(READY, (queue, now, limit)).fetchall()
-        return Batch(queue, unpacked=[Delivery(f"{i}{suffix}", body, n + 1, queue) for i, body, n in rows])
-    return Batch(queue) if row[0] is None else Batch(queue, packed=row)
+        batch = [Delivery(f"{i}{suffix}", body, n + 1, queue) for i, body, n in rows]
+        return Batch(queue, unpacked=batch, ids=",".join(str(row[0]) for row in rows))
+    return Batch(queue) if row[0] is None else Batch(queue, packed=row[:4], ids=row[4])
+
+
+def _give_back_ended(conn: sqlite3.Connection, queue: str, now: float) -> None:
+    """Leases that ran out: their unsettled messages become receivable (their consumer died, or
+    stopped extending), and the leases go."""
+    for token, ids in conn.execute(ENDED_LEASES, (queue, now)).fetchall():
+        for chunk in _chunks([int(i) for i in ids.split(",")]):
+            conn.execute(GIVE_BACK + _marks(len(chunk)), (token, *chunk))
+        conn.execute(CLOSE_LEASE, (token,))
+
+
+def _settled(conn: sqlite3.Connection, token: int, count: int) -> None:
+    if count:
+        conn.execute(SETTLED, (count, token))
+        conn.execute(CLOSE_SETTLED, (token,))
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """A file of schema 1: its messages move to this schema's table (see the module docstring)."""
+    old = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    if conn.execute(old, (SCHEMA_1_TABLE,)).fetchall():
+        conn.execute(FROM_SCHEMA_1)
+        conn.execute(f"DROP TABLE {SCHEMA_1_TABLE}")
 
 
 def _chunks(ids: list[int]) -> Iterator[list[int]]:

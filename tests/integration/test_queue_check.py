@@ -191,7 +191,7 @@ def test_queue_check_on_sqlite_reports_what_would_fail_and_changes_nothing(tmp_p
     urls = {name: f"sqlite:///{db}?queue={name}" for name in ("jobs", "good", "failed")}
     cwd = write_app(tmp_path, **urls)
     fill(cwd, urls["jobs"])
-    rows = "SELECT * FROM asyncsup_messages ORDER BY id"
+    rows = "SELECT * FROM asyncsup_queue ORDER BY id"
     with sqlite3.connect(db) as conn:
         before = conn.execute(rows).fetchall()
 

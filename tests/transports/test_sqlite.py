@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -15,9 +16,13 @@ from anyio.abc import Process
 
 from asyncsup.errors import TransportError
 from asyncsup.transports._sqlite_store import (
+    COUNT_DELAYED,
     COUNT_READY,
+    ENDED_LEASES,
     FIRST_DUE,
+    FIRST_LEASE_END,
     LEASE_READY,
+    LEASES,
     READY,
     READY_PACKED,
     SCHEMA,
@@ -144,14 +149,104 @@ def test_receive_and_counts_use_the_index_without_sorting(tmp_path: Path) -> Non
     conn = sqlite3.connect(tmp_path / "plan.db")
     for statement in SCHEMA:
         conn.execute(statement)
-    claim = ((READY_PACKED, (":1", "q", 0.0, 10)), (LEASE_READY, (1.0, 1, "q", 0.0, 10)))
-    for sql, params in ((READY, ("q", 0.0, 10)), (FIRST_DUE, ("q",)), (COUNT_READY, ("q", 0.0)), *claim):
+    claim = ((READY_PACKED, (":1", "q", 0.0, 10)), (LEASE_READY, (1, "q", 0.0, 10)))
+    counts = ((COUNT_READY, ("q", 0.0)), (COUNT_DELAYED, ("q", 0.0)))
+    reads = ((READY, ("q", 0.0, 10)), (FIRST_DUE, ("q",)), *counts)
+    for sql, params in (*reads, *claim):
         plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
-        assert "INDEX asyncsup_messages_due (queue=?" in plan, plan
+        assert f"INDEX {TABLE}_ready (queue=?" in plan, plan
         # The packed read walks its subquery's rows as they come (a co-routine), in index order.
         plan = plan.replace("SCAN (subquery-1)", "")
         assert "TEMP B-TREE" not in plan and "SCAN" not in plan, plan
+    for sql, params in ((FIRST_LEASE_END, ("q",)), (ENDED_LEASES, ("q", 0.0))):
+        plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+        assert f"INDEX {LEASES}_until (queue=?" in plan, plan
     conn.close()
+
+
+def test_a_lease_that_ends_gives_back_only_its_unsettled_messages(tmp_path: Path) -> None:
+    """Two of five acked, one requeued with a delay; the lease ends (its consumer died): the next
+    claim hands out the other two again, counted as second deliveries, and the lease row is gone."""
+    store = Store(str(tmp_path / "q.db"), synchronous="NORMAL", busy_timeout=BOUND)
+    ids = store.publish("q", [b"a", b"b", b"c", b"d", b"e"], 0.0)
+    got = store.claim("q", 5, lease=0.2)[0].deliveries()
+    token = int(got[0].receipt.partition(":")[2], 16)
+    store.ack({token: [ids[0], ids[3]]})
+    store.requeue(ids[4], token, b"e2", delay=BOUND)
+    assert store.counts("q") == QueueCounts(ready=0, in_flight=2, delayed=1)
+
+    time.sleep(0.3)
+    assert store.counts("q") == QueueCounts(ready=2, in_flight=0, delayed=1)
+    again = store.claim("q", 5, lease=BOUND)[0].deliveries()
+
+    assert [(d.data, d.deliveries) for d in again] == [(b"b", 2), (b"c", 2)]
+    assert store.counts("q") == QueueCounts(ready=0, in_flight=2, delayed=1)
+    conn = sqlite3.connect(tmp_path / "q.db")
+    assert conn.execute(f"SELECT COUNT(*) FROM {LEASES} WHERE token = ?", (token,)).fetchall() == [(0,)]
+    conn.close()
+    store.ack({token: [ids[1], ids[2]]})  # the dead consumer's late ack: its lease is gone
+    assert store.counts("q").in_flight == 2
+    store.close()
+
+
+def test_settling_a_whole_lease_drops_it_and_remove_counts_off(tmp_path: Path) -> None:
+    """Acks, a release and an admin remove each count their messages off the lease; the lease row
+    goes with the last one, so in-flight counts stay exact and no row is left behind."""
+    store = Store(str(tmp_path / "q.db"), synchronous="NORMAL", busy_timeout=BOUND)
+    ids = store.publish("q", [b"a", b"b", b"c", b"d"], 0.0)
+    token = int(store.claim("q", 4, lease=BOUND)[0].deliveries()[0].receipt.partition(":")[2], 16)
+    store.ack({token: ids[:2]})
+    assert store.remove("q", [ids[2]]) == 1
+    assert store.counts("q") == QueueCounts(ready=0, in_flight=1, delayed=0)
+    store.release([(ids[3], token)])
+    assert store.counts("q") == QueueCounts(ready=1, in_flight=0, delayed=0)
+    conn = sqlite3.connect(tmp_path / "q.db")
+    assert conn.execute(f"SELECT COUNT(*) FROM {LEASES}").fetchall() == [(0,)]
+    conn.close()
+    [back] = store.claim("q", 4, lease=BOUND)[0].deliveries()
+    assert (back.data, back.deliveries) == (b"d", 1)  # a release does not count the delivery
+    store.close()
+
+
+SCHEMA_1 = (
+    """CREATE TABLE asyncsup_messages (id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL,
+    body BLOB NOT NULL, available_at REAL NOT NULL, lease_token INTEGER,
+    deliveries INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL)""",
+    "CREATE INDEX asyncsup_messages_due ON asyncsup_messages (queue, available_at)",
+)
+
+
+def test_a_schema_1_file_is_moved_on_open_and_nothing_is_lost(tmp_path: Path) -> None:
+    """A file written by an earlier asyncsup: ready, delayed and leased messages (one lease live,
+    one ended), two queues. Opened now, every message is there in its order; leased ones are ready
+    again (their consumer's receipts are void), the delayed one stays delayed, the old table goes."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in SCHEMA_1:
+        conn.execute(statement)
+    now = time.time()
+    rows = [  # queue, body, available_at, lease_token, deliveries, created_at
+        ("q", b"ready", now - 50, None, 0, now - 50),
+        ("q", b"leased", now + 30, 7, 1, now - 40),
+        ("q", b"lease ended", now - 5, 8, 2, now - 30),
+        ("q", b"delayed", now + 3600, None, 1, now - 20),
+        ("other", b"elsewhere", now - 10, None, 0, now - 10),
+    ]
+    conn.executemany(
+        "INSERT INTO asyncsup_messages (queue, body, available_at, lease_token, deliveries, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    conn.close()
+
+    store = Store(str(path), synchronous="NORMAL", busy_timeout=BOUND)
+    assert store.counts("q") == QueueCounts(ready=3, in_flight=0, delayed=1)
+    got = store.claim("q", 10, lease=BOUND)[0].deliveries()
+    assert [(d.data, d.deliveries) for d in got] == [(b"ready", 1), (b"leased", 2), (b"lease ended", 3)]
+    assert [d.data for d in store.claim("other", 10, lease=BOUND)[0].deliveries()] == [b"elsewhere"]
+    tables = store._connection().execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    assert ("asyncsup_messages",) not in tables
+    store.close()
 
 
 BODIES = [b"", bytes(range(256)), b"\x00\xff\x00", "é,:'".encode(), b"x" * 10_000, b"last"]
