@@ -274,9 +274,10 @@ class Worker:
 
     def _set_prefetch(self, prefetch: int) -> None:
         self._capacity = self._concurrency + prefetch
-        # Refill in batches, not one by one, and when half is free: the other half keeps the workers
-        # busy while the receive runs (on a thread, at the same time: commands.hand_over_gil_promptly).
-        self._min_room = max(1, self._capacity // 2)
+        # Refill in batches, not one by one, when a third is free: two thirds keep the workers busy
+        # while the receive runs (on a thread, at the same time: commands.hand_over_gil_promptly).
+        # With half, a SQLite claim queued behind an ack often came after the workers ran dry.
+        self._min_room = max(1, self._capacity // 3)
 
     def _room(self) -> int:
         room = self._capacity - self._buffered - self._running
