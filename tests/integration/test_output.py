@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
 if TYPE_CHECKING:
     from conftest import Harness
 
@@ -33,6 +35,16 @@ def chatty_line_ok(match: re.Match[str] | None) -> bool:
 def last_chatty_line(name: str, count: int) -> str:
     i = count - 1
     return f"{name}-{i}-{'x' * (i % 211 * 7)}-end"
+
+
+def printer(harness: Harness, lines: list[str]) -> str:
+    """A program (as a TOML list) that prints `lines` to stdout, then `to-console` to stderr, then
+    sleeps."""
+    code = (
+        f"import sys, time; print(*{lines!r}, sep=chr(10), flush=True); "
+        "print('to-console', file=sys.stderr, flush=True); time.sleep(60)"
+    )
+    return "[" + ", ".join(harness.toml_str(arg) for arg in (sys.executable, "-c", code)) + "]"
 
 
 def wait_file_ends_with(harness: Harness, path: Path, line: str) -> None:
@@ -111,31 +123,40 @@ def test_json_format_for_logs_and_output(supervise: Harness, loop_kind: str) -> 
     assert isinstance(out["ts"], float)
 
 
-def test_two_chatty_programs_never_interleave_mid_line(supervise: Harness, loop_kind: str) -> None:
+@pytest.mark.parametrize("labelled", [True, False], ids=["prefixed", "as-written"])
+def test_two_chatty_programs_never_interleave_mid_line(
+    supervise: Harness, loop_kind: str, labelled: bool
+) -> None:
     """chatty.py cuts its lines at odd places across writes (1..4093 bytes); asyncsup must relay
-    every line whole, in order, with its own prefix, while the other program writes too."""
+    every line whole, in order, with its own prefix (or, with `prefix = false`, exactly as written),
+    while the other program writes too."""
     count = 4000
+    output = "" if labelled else "stdout = { console = true, prefix = false }"
     run = supervise(
         f"""
         [programs.alpha]
         command = {supervise.child("chatty.py", "alpha", count)}
         startsecs = 0
         autorestart = "never"
+        {output}
 
         [programs.beta]
         command = {supervise.child("chatty.py", "beta", count)}
         startsecs = 0
         autorestart = "never"
+        {output}
         """,
         loop=loop_kind,
     )
-    run.wait_line(rf"^alpha \| {last_chatty_line('alpha', count)}$", "stdout")
-    run.wait_line(rf"^beta \| {last_chatty_line('beta', count)}$", "stdout")
+    for name in ("alpha", "beta"):
+        label = rf"{name} \| " if labelled else ""
+        run.wait_line(rf"^{label}{last_chatty_line(name, count)}$", "stdout")
     assert run.stop() == 0
     numbers: dict[str, list[int]] = {"alpha": [], "beta": []}
     for line in run.texts("stdout"):
-        match = CHATTY.match(line)
-        assert chatty_line_ok(match), f"cut or mixed line: {line[:200]!r}"
+        # As written, a line starts with its program's name: what a prefix would have said.
+        match = CHATTY.match(line if labelled else f"{line.split('-')[0]} | {line}")
+        assert chatty_line_ok(match), f"cut, mixed or wrongly labelled line: {line[:200]!r}"
         assert match is not None
         numbers[match[1]].append(int(match[3]))
     for name, got in numbers.items():
@@ -243,15 +264,10 @@ def test_a_file_gets_the_lines_as_written_even_in_json_log_mode(supervise: Harne
     """A program's file holds its own lines untouched (its JSON logs stay JSON, as with supervisord),
     while the console lines of the same run are JSON records of asyncsup's log format."""
     lines = ['{"level": "info", "msg": "up"}', "plain text", "x" * 5000]
-    code = (
-        f"import sys, time; print(*{lines!r}, sep=chr(10), flush=True); "
-        "print('to-console', file=sys.stderr)"
-    )
-    argv = ", ".join(supervise.toml_str(arg) for arg in (sys.executable, "-c", code + "; time.sleep(60)"))
     run = supervise(
         f"""
         [programs.app]
-        command = [{argv}]
+        command = {printer(supervise, lines)}
         startsecs = 0
         stdout = {{ file = "logs/app.log" }}
         """,
@@ -265,52 +281,15 @@ def test_a_file_gets_the_lines_as_written_even_in_json_log_mode(supervise: Harne
     assert json.loads(log.read_text().splitlines()[0]) == {"level": "info", "msg": "up"}
 
 
-def test_unprefixed_console_lines_are_as_written_and_never_mixed(supervise: Harness) -> None:
-    """stdout = { console = true, prefix = false }: two programs' lines reach our stdout as they
-    wrote them (no `name | `), each whole and in order, while both write at once."""
-    count = 4000
-    raw = "stdout = { console = true, prefix = false }"
-    run = supervise(
-        f"""
-        [programs.alpha]
-        command = {supervise.child("chatty.py", "alpha", count)}
-        startsecs = 0
-        autorestart = "never"
-        {raw}
-
-        [programs.beta]
-        command = {supervise.child("chatty.py", "beta", count)}
-        startsecs = 0
-        autorestart = "never"
-        {raw}
-        """
-    )
-    run.wait_line(rf"^{last_chatty_line('alpha', count)}$", "stdout")
-    run.wait_line(rf"^{last_chatty_line('beta', count)}$", "stdout")
-    assert run.stop() == 0
-    numbers: dict[str, list[int]] = {"alpha": [], "beta": []}
-    for line in run.texts("stdout"):
-        match = CHATTY.match(f"{line.split('-')[0]} | {line}")  # the name a prefix would have given
-        assert chatty_line_ok(match), f"cut, mixed or prefixed line: {line[:200]!r}"
-        assert match is not None
-        numbers[match[1]].append(int(match[3]))
-    assert numbers == {"alpha": list(range(count)), "beta": list(range(count))}
-
-
 def test_unprefixed_console_keeps_a_programs_json_lines_in_json_log_mode(supervise: Harness) -> None:
     """With --log-format json and prefix = false, the program's own JSON log lines reach our stdout
     untouched (what a log collector parses), not wrapped in our records; its stderr, left
     prefixed, is wrapped as usual."""
     lines = ['{"level": "info", "msg": "up"}', '{"level": "warning", "msg": "disk at 91%"}']
-    code = (
-        f"import sys, time; print(*{lines!r}, sep=chr(10), flush=True); "
-        "print('to-console', file=sys.stderr, flush=True)"
-    )
-    argv = ", ".join(supervise.toml_str(arg) for arg in (sys.executable, "-c", code + "; time.sleep(60)"))
     run = supervise(
         f"""
         [programs.app]
-        command = [{argv}]
+        command = {printer(supervise, lines)}
         startsecs = 0
         stdout = {{ console = true, prefix = false }}
         """,
