@@ -173,7 +173,7 @@ def consume_with_lease(conn: sqlite3.Connection, select: str, n: int) -> None:
     """Claim 500 (the lease written: the rows marked, one lease row) in one transaction, delete them
     by id and token and close the lease in another, with the transport's own statements (child_raw
     put the repo on sys.path)."""
-    from asyncsup.transports._sqlite_store import ACK, CLOSE_SETTLED, LEASE, OPEN_LEASE, SETTLED
+    import _raw_sqlite
 
     done = token = 0
     while done < n:
@@ -181,14 +181,10 @@ def consume_with_lease(conn: sqlite3.Connection, select: str, n: int) -> None:
         conn.execute("BEGIN IMMEDIATE")
         now = time.time()
         ids = [row[0] for row in conn.execute(select, ("bench", now)).fetchall()]
-        marks = "(" + ",".join("?" * len(ids)) + ")"
-        conn.execute(LEASE + marks, (token, *ids))
-        conn.execute(OPEN_LEASE, (token, "bench", now + 30.0, ",".join(map(str, ids)), len(ids)))
+        _raw_sqlite.lease(conn, "bench", token, ids, now + 30.0)
         conn.execute("COMMIT")
         conn.execute("BEGIN IMMEDIATE")  # the handlers would run here
-        deleted = conn.execute(ACK + marks, (token, *ids)).rowcount
-        conn.execute(SETTLED, (deleted, token))
-        conn.execute(CLOSE_SETTLED, (token,))
+        _raw_sqlite.ack(conn, token, ids)
         conn.execute("COMMIT")
         done += len(ids)
 

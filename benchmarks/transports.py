@@ -26,17 +26,9 @@ from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asyncsup.transports._sqlite_store import (
-    ACK,
-    CLOSE_SETTLED,
-    INSERT,
-    LEASE,
-    OPEN_LEASE,
-    READY,
-    SCHEMA,
-    SETTLED,
-    TABLE,
-)
+import _raw_sqlite
+
+from asyncsup.transports._sqlite_store import INSERT, READY, SCHEMA, TABLE
 from asyncsup.transports.base import Transport, open_transport
 from asyncsup.transports.memory import MemoryBroker
 
@@ -120,15 +112,12 @@ def raw_leasing(path: Path, messages: int, batch: int) -> Measure:
         rows = conn.execute(READY, ("raw", now, batch)).fetchall()
         ids = [row[0] for row in rows]
         if ids:
-            conn.execute(LEASE + marks(len(ids)), (token, *ids))
-            conn.execute(OPEN_LEASE, (token, "raw", now + 60.0, ",".join(map(str, ids)), len(ids)))
+            _raw_sqlite.lease(conn, "raw", token, ids, now + 60.0)
         conn.execute("COMMIT")
         if not rows:
             break
         conn.execute("BEGIN IMMEDIATE")
-        deleted = conn.execute(ACK + marks(len(ids)), (token, *ids)).rowcount
-        conn.execute(SETTLED, (deleted, token))
-        conn.execute(CLOSE_SETTLED, (token,))
+        _raw_sqlite.ack(conn, token, ids)
         conn.execute("COMMIT")
         token += 1
         done += len(rows)
@@ -136,10 +125,6 @@ def raw_leasing(path: Path, messages: int, batch: int) -> Measure:
     conn.close()
     assert done == messages, (done, messages)
     return consumed
-
-
-def marks(count: int) -> str:
-    return "(" + ",".join("?" * count) + ")"
 
 
 async def through(transport: Transport, messages: int, batch: int) -> tuple[Measure, Measure]:
