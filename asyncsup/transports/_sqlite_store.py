@@ -248,7 +248,8 @@ class Store:
         return list(range(last - len(bodies) + 1, last + 1))
 
     def claim(self, queue: str, max_count: int, lease: float) -> Claimed:
-        """Lease up to max_count ready messages, oldest first; else ([], when the next is due)."""
+        """Lease up to max_count ready messages, oldest first; else (an empty batch, when the next
+        message or lease end is due, or None)."""
         conn = self._connection()
         # Plain reads first: an idle queue costs no write lock, which other processes would feel.
         due = conn.execute(FIRST_DUE, (queue,)).fetchall()
