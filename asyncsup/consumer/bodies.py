@@ -11,6 +11,7 @@ enough to catch the usual deploy mistakes (a renamed field, a string where an in
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -35,7 +36,7 @@ def _expected(expected: str, value: Any) -> _Mismatch:
 def decoder_for(tp: Any) -> BodyDecoder:
     """The function that decodes a JSON body into `tp` (or raises DecodeError)."""
     if tp in _NO_ANNOTATION or tp is typing.Any:
-        return _identity
+        return identity
     origin = typing.get_origin(tp) or tp
     if origin in (dict, Mapping):
         return _plain_object
@@ -52,7 +53,7 @@ def decoder_for(tp: Any) -> BodyDecoder:
     )
 
 
-def _identity(body: Any) -> Any:
+def identity(body: Any) -> Any:
     return body
 
 
@@ -133,7 +134,7 @@ def _names(keys: Any) -> str:
 
 def _check_for(tp: Any) -> Check:  # noqa: C901 - one branch per supported annotation
     if tp in _NO_ANNOTATION or tp is typing.Any:
-        return _identity
+        return identity
     origin = typing.get_origin(tp)
     if origin is Union or origin is types.UnionType:
         return _union_check([_check_for(a) for a in typing.get_args(tp)], tp)
@@ -158,7 +159,7 @@ def _check_for(tp: Any) -> Check:  # noqa: C901 - one branch per supported annot
         return _dataclass_check(tp)
     if typing.is_typeddict(tp):
         return _typeddict_check(tp)
-    return _identity  # a type we do not check shallowly: passed through as JSON data
+    return identity  # a type we do not check shallowly: passed through as JSON data
 
 
 def _exact(kind: type, expected: str) -> Check:
@@ -262,6 +263,92 @@ def _pydantic_decoder(tp: type) -> BodyDecoder:
             raise DecodeError(f"body does not fit {tp.__name__}: {exc}") from None
 
     return decode
+
+
+# --- straight from JSON, with msgspec -------------------------------------------------------------
+# The checks above run on JSON data that msgspec (or json) has already parsed into dicts and lists.
+# With msgspec installed, a body whose type msgspec decodes exactly as those checks would can be
+# decoded from its JSON bytes in one C call instead: a dataclass through a mirror Struct of its
+# fields (unknown fields refused, like the checks), then the dataclass built from it; a msgspec
+# Struct directly. 0.45 µs for a one-field body instead of 1.4 (envelope and body together).
+# "Exactly" is the point: a field whose type msgspec converts differently (datetime, UUID, enums,
+# list[float], dict[int, ...], nested dataclasses, ...) keeps its body on the checked path. When
+# msgspec refuses a body, the checked path decides too, so every error message stays the same.
+
+JsonDecoder = tuple[Callable[[Any], Any], Callable[[Any], Any]]  # (JSON bytes -> x, x -> body)
+_DIFFERS = object()  # an annotation msgspec would decode differently from the checks
+_EXACT = (int, str, bool, type(None), list, dict)  # msgspec gives what JSON parsing gives
+_CONVERTED = (float, tuple, set, frozenset)  # the checks convert these too, but only at the top
+
+
+def json_decoder_for(tp: Any) -> JsonDecoder | None:
+    """How to decode a body of type `tp` from its JSON bytes, if msgspec does it exactly as
+    decoder_for's checks would; None otherwise (or without msgspec)."""
+    try:
+        import msgspec
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return msgspec.json.Decoder(tp).decode, identity
+    if not (dataclasses.is_dataclass(tp) and isinstance(tp, type)):
+        return None
+    mirror = _mirror(tp, msgspec)
+    if mirror is None:
+        return None
+    astuple, asdict = msgspec.structs.astuple, msgspec.structs.asdict
+    positional = all(
+        p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in inspect.signature(tp).parameters.values()
+    )
+    build = (lambda s: tp(*astuple(s))) if positional else (lambda s: tp(**asdict(s)))
+    return msgspec.json.Decoder(mirror).decode, build
+
+
+def _mirror(cls: type, msgspec: Any) -> Any:
+    """A Struct with the init fields of dataclass `cls`, in its __init__'s order, or None when
+    one field's type would decode differently (or __init__ takes something else)."""
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    if list(inspect.signature(cls).parameters) != [f.name for f in fields]:
+        return None  # InitVar parameters, or an __init__ of its own
+    hints = typing.get_type_hints(cls)
+    spec: list[tuple[Any, ...]] = []
+    for f in fields:
+        tp = _msgspec_type(hints.get(f.name, Any))
+        if tp is _DIFFERS:
+            return None
+        if f.default is not dataclasses.MISSING:
+            spec.append((f.name, tp, f.default))
+        elif f.default_factory is not dataclasses.MISSING:
+            spec.append((f.name, tp, msgspec.field(default_factory=f.default_factory)))
+        else:
+            spec.append((f.name, tp))
+    try:
+        return msgspec.defstruct(cls.__name__, spec, kw_only=True, forbid_unknown_fields=True)
+    except (TypeError, ValueError):  # a field name a Struct cannot have
+        return None
+
+
+def _msgspec_type(tp: Any, *, top: bool = True) -> Any:
+    """The annotation to give msgspec for a field `tp` (`top`: the field itself, not an item of
+    it), or _DIFFERS. Inside a list or dict the checks convert nothing: float there is _DIFFERS."""
+    if tp in _NO_ANNOTATION or tp is typing.Any or tp in _EXACT:
+        return Any if tp in _NO_ANNOTATION else tp
+    if tp in _CONVERTED:
+        return tp if top else _DIFFERS
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return tp if all(type(a) in (str, int) for a in args) else _DIFFERS
+    if origin is Union or origin is types.UnionType:
+        if len(args) != 2 or type(None) not in args:
+            return _DIFFERS
+        inner = _msgspec_type(args[1] if args[0] is type(None) else args[0], top=top)
+        return _DIFFERS if inner is _DIFFERS else typing.Optional[inner]  # noqa: UP045 - a runtime type
+    if origin is list and len(args) == 1:
+        item = _msgspec_type(args[0], top=False)
+        return _DIFFERS if item is _DIFFERS else list[item]  # type: ignore[valid-type]
+    if origin in (dict, Mapping) and len(args) == 2 and args[0] is str:
+        value = _msgspec_type(args[1], top=False)
+        return _DIFFERS if value is _DIFFERS else dict[str, value]  # type: ignore[valid-type]
+    return _DIFFERS  # tuple[int, str], set[float], nested dataclasses, datetime, enums, ...
 
 
 def to_json_data(message: Any) -> Any:

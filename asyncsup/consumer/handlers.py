@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from asyncsup.consumer.bodies import BodyDecoder, decoder_for
-from asyncsup.consumer.envelope import Envelope
+from asyncsup.consumer.bodies import BodyDecoder, decoder_for, identity, json_decoder_for
+from asyncsup.consumer.envelope import Envelope, split_fast
 from asyncsup.consumer.versions import MARK as UPCASTER_MARK
 from asyncsup.consumer.versions import Upcast, Upcasters, check_version, declared_version
 from asyncsup.errors import ConfigError, NoHandler
@@ -82,6 +82,8 @@ class HandlerSpec:
     is_async: bool
     takes_envelope: bool = False  # a second parameter gets the Envelope (id, attempt, headers)
     version: int = 1  # the body version the handler wants; older ones are upcast to it
+    from_json: Callable[[Any], Any] | None = None  # with msgspec, for most bodies: decode_fast
+    build: Callable[[Any], Any] = identity  # what from_json gave -> the body
 
     def __repr__(self) -> str:
         kind = "async" if self.is_async else "sync, runs in a thread"
@@ -137,8 +139,17 @@ class HandlerRegistry:
             message_type = (mark.message_type if mark else None) or _annotation_name(func)
         body_type = _body_type(func)
         version = self._version(func, version or (mark.version if mark else None), body_type)
-        decode = decoder_for(body_type)
-        spec = HandlerSpec(message_type, func, decode, _is_async(func), _takes_envelope(func), version)
+        from_json, build = json_decoder_for(body_type) or (None, identity)
+        spec = HandlerSpec(
+            message_type,
+            func,
+            decoder_for(body_type),
+            _is_async(func),
+            _takes_envelope(func),
+            version,
+            from_json,
+            build,
+        )
         existing = self._specs.get(message_type)
         if existing is not None and existing.func is not func:
             raise self._error(
@@ -173,14 +184,33 @@ class HandlerRegistry:
             raise NoHandler(message_type, self._specs)
         return spec
 
+    def decode_fast(self, data: bytes) -> tuple[Envelope, HandlerSpec, Any] | None:
+        """Envelope, handler and body-to-build in one pass over the bytes, for a message at its
+        handler's version whose body msgspec decodes as the checks would (bodies.json_decoder_for).
+        None for anything else: the general path (decode, get, upgrade, spec.decode) decides, with
+        the same result and the precise error. The caller builds the body with ``spec.build``,
+        which runs the body class's own __init__ (and raises what it raises, like spec.decode)."""
+        head = split_fast(data) if split_fast is not None else None
+        if head is None:
+            return None
+        envelope, raw = head
+        spec = self._specs.get(envelope.type)
+        if spec is None or spec.from_json is None or spec.version != envelope.version:
+            return None
+        try:
+            parts = spec.from_json(raw)
+        except Exception:  # refused (or a default_factory failed): the general path says why
+            return None
+        return envelope, spec, parts
+
     def upgrade(self, envelope: Envelope, spec: HandlerSpec) -> Any:
         """The body of a message not at its handler's version, upgraded by the upcasters (or
         VersionGap, NewerVersion, UpcasterFailed). The worker calls it only when versions differ."""
         return self._upcasters.upgrade(envelope.type, envelope.body, envelope.version, spec.version)
 
-    def decode_body(self, envelope: Envelope) -> Any:
+    def decode_body(self, envelope: Envelope, spec: HandlerSpec | None = None) -> Any:
         """The handler's typed body for an envelope, the whole way: handler, upcasters, decoding."""
-        spec = self.get(envelope.type)
+        spec = spec or self.get(envelope.type)
         body = envelope.body if envelope.version == spec.version else self.upgrade(envelope, spec)
         return spec.decode(body)
 

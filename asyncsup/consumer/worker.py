@@ -212,15 +212,17 @@ class Worker:
         started = time.perf_counter()  # for the duration histogram (and -vv logs)
         envelope: Envelope | None = None
         try:
-            envelope = decode(delivery.data)
-            spec = self._registry.get(envelope.type)
+            fast = self._registry.decode_fast(delivery.data)  # with msgspec: one pass, mostly
+            if fast is None:
+                envelope = decode(delivery.data)
+                spec = self._registry.get(envelope.type)
+            else:
+                envelope, spec, parts = fast
             n = delivery.deliveries
             if n > 1 + MAX_UNSETTLED_DELIVERIES and n > envelope.attempt + MAX_UNSETTLED_DELIVERIES:
                 raise unsettled_error(n, envelope.attempt)
-            raw = envelope.body
-            if envelope.version != spec.version:  # written by older (or newer) code: upcasters
-                raw = self._registry.upgrade(envelope, spec)
-            body = spec.decode(raw)
+            # The general path upgrades older versions (upcasters) and checks the body field by field.
+            body = self._registry.decode_body(envelope, spec) if fast is None else spec.build(parts)
             if self._debug:
                 log.debug("%s: received %s attempt %d", self.name, envelope.type, envelope.attempt)
             args = (body, envelope) if spec.takes_envelope else (body,)
