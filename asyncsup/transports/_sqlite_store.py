@@ -25,9 +25,18 @@ of them are not settled yet; when it ends, the claim that comes next gives its u
 back first. Times are unix time (``time.time()``), the one clock every process on the machine
 shares; a step of the system clock moves due times and lease ends with it.
 
+A lease writes only the token into its messages' rows: how many times a message was delivered
+(``deliveries``, for the consumer's check on messages that keep killing it) counts the deliveries
+that did not end in an ack, a release or a removal, and is counted when that is known: when a lease
+ends unsettled (given back) or the message is requeued for a retry. A receipt says stored + 1, the
+current delivery. Counted at the lease instead, as files of format 2 did, the UPDATE that leases a
+batch costs 1.5 µs per message instead of 1.1 (measured on this file's table).
+
 A file written by asyncsup with schema 1 (table asyncsup_messages) is moved to this one when a
 connection opens it: every message kept in its order, leased ones made receivable again (their
-consumers' receipts no longer settle anything, so they are delivered again: at least once).
+consumers' receipts no longer settle anything, so they are delivered again: at least once). A file
+of format 2 (this schema, deliveries counted at the lease; ``PRAGMA user_version`` 0) has the
+current delivery taken off its leased messages' counts. FORMAT is the file's user_version.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from asyncsup.transports.base import Delivery, QueueCounts, lease_receipt
 TABLE = "asyncsup_queue"
 LEASES = "asyncsup_leases"
 SCHEMA_1_TABLE = "asyncsup_messages"
+FORMAT = 3  # 1: schema 1; 2: this schema, deliveries counted at the lease; 3: counted when known
 
 SCHEMA = (
     f"""CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -103,7 +113,7 @@ READY_PACKED = (
     f" CAST(group_concat(body, '') AS BLOB), group_concat(id) FROM ({READY})"
 )
 LEASE_READY = (
-    f"UPDATE {TABLE} SET lease_token = ?, deliveries = deliveries + 1"
+    f"UPDATE {TABLE} SET lease_token = ?"
     f" WHERE id IN (SELECT id FROM {TABLE} WHERE queue = ? AND available_at <= ? AND lease_token IS NULL"
     " ORDER BY available_at, id LIMIT ?)"
 )
@@ -114,8 +124,12 @@ CLOSE_LEASE = f"DELETE FROM {LEASES} WHERE token = ?"
 # executemany); a list holds at most CHUNK ids, well under SQLite's limit on parameters.
 CHUNK = 500
 # (Claims lease with LEASE_READY; the raw loops of benchmarks/ lease a batch by ids with this.)
-LEASE = f"UPDATE {TABLE} SET lease_token = ?, deliveries = deliveries + 1 WHERE id IN "
-GIVE_BACK = f"UPDATE {TABLE} SET lease_token = NULL WHERE lease_token = ? AND id IN "
+LEASE = f"UPDATE {TABLE} SET lease_token = ? WHERE id IN "
+# An ended lease's unsettled messages: delivered, not settled, counted now.
+GIVE_BACK = (
+    f"UPDATE {TABLE} SET lease_token = NULL, deliveries = deliveries + 1"
+    " WHERE lease_token = ? AND id IN "
+)
 ACK = f"DELETE FROM {TABLE} WHERE lease_token = ? AND id IN "
 # When a lease's acked ids are every id from the first to the last (the usual case: a batch handled
 # in order), one range says the same: a primary key range scan, no list to bind or look up.
@@ -124,20 +138,21 @@ ACK_RANGE = f"DELETE FROM {TABLE} WHERE lease_token = ? AND id BETWEEN ? AND ?"
 SETTLED = f"UPDATE {LEASES} SET open = open - ? WHERE token = ?"
 CLOSE_SETTLED = f"DELETE FROM {LEASES} WHERE token = ? AND open <= 0"
 REQUEUE = (
-    f"UPDATE {TABLE} SET body = ?, available_at = ?, lease_token = NULL WHERE id = ? AND lease_token = ?"
+    f"UPDATE {TABLE} SET body = ?, available_at = ?, lease_token = NULL, deliveries = deliveries + 1"
+    " WHERE id = ? AND lease_token = ?"
 )
 # Back where it was (available_at is its own, untouched by the lease), the delivery uncounted.
-RELEASE = (
-    f"UPDATE {TABLE} SET lease_token = NULL, deliveries = deliveries - 1 WHERE id = ? AND lease_token = ?"
-)
+RELEASE = f"UPDATE {TABLE} SET lease_token = NULL WHERE id = ? AND lease_token = ?"
 EXTEND = f"UPDATE {LEASES} SET until = ? WHERE token = ?"
 COUNT_READY = f"SELECT COUNT(*) FROM {TABLE} WHERE queue = ? AND available_at <= ? AND lease_token IS NULL"
 COUNT_DELAYED = f"SELECT COUNT(*) FROM {TABLE} WHERE queue = ? AND available_at > ? AND lease_token IS NULL"
 COUNT_LEASED = f"SELECT until > ?, SUM(open) FROM {LEASES} WHERE queue = ? GROUP BY 1"
-BROWSE = f"SELECT id, body, deliveries FROM {TABLE} WHERE queue = ? ORDER BY id LIMIT ? OFFSET ?"
+# A leased message's current delivery counts, as in its receipt.
+BROWSED = f"SELECT id, body, deliveries + (lease_token IS NOT NULL) FROM {TABLE}"
+BROWSE = f"{BROWSED} WHERE queue = ? ORDER BY id LIMIT ? OFFSET ?"
 # "+queue": walk the primary key from the last id seen; on the queue's index SQLite would sort all of
 # the queue's rows for every page.
-BROWSE_AFTER = f"SELECT id, body, deliveries FROM {TABLE} WHERE +queue = ? AND id > ? ORDER BY id LIMIT ?"
+BROWSE_AFTER = f"{BROWSED} WHERE +queue = ? AND id > ? ORDER BY id LIMIT ?"
 HOLDER = f"SELECT lease_token FROM {TABLE} WHERE id = ? AND queue = ?"
 REMOVE = f"DELETE FROM {TABLE} WHERE id = ? AND queue = ?"
 
@@ -386,11 +401,16 @@ def _settled(conn: sqlite3.Connection, token: int, count: int) -> None:
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """A file of schema 1: its messages move to this schema's table (see the module docstring)."""
+    """A file of an older format becomes one of this FORMAT (see the module docstring)."""
+    if conn.execute("PRAGMA user_version").fetchall()[0][0] >= FORMAT:
+        return
     old = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
     if conn.execute(old, (SCHEMA_1_TABLE,)).fetchall():
         conn.execute(FROM_SCHEMA_1)
         conn.execute(f"DROP TABLE {SCHEMA_1_TABLE}")
+    else:  # format 2, or a new file (no leased message: nothing changes)
+        conn.execute(f"UPDATE {TABLE} SET deliveries = deliveries - 1 WHERE lease_token IS NOT NULL")
+    conn.execute(f"PRAGMA user_version = {FORMAT}")
 
 
 def _chunks(ids: list[int]) -> Iterator[list[int]]:

@@ -21,6 +21,7 @@ from asyncsup.transports._sqlite_store import (
     ENDED_LEASES,
     FIRST_DUE,
     FIRST_LEASE_END,
+    FORMAT,
     LEASE_READY,
     LEASES,
     READY,
@@ -247,6 +248,52 @@ def test_a_schema_1_file_is_moved_on_open_and_nothing_is_lost(tmp_path: Path) ->
     tables = store._connection().execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
     assert ("asyncsup_messages",) not in tables
     store.close()
+
+
+def test_deliveries_count_what_did_not_end_in_an_ack_or_a_release(tmp_path: Path) -> None:
+    """A lease writes no count; a receipt still says which delivery it is: a requeue (retry) and an
+    ended lease count theirs, a release does not, and browsing a leased message counts the current
+    one, as its receipt does."""
+    store = Store(str(tmp_path / "q.db"), synchronous="NORMAL", busy_timeout=BOUND)
+    [retried, _, released] = store.publish("q", [b"retried", b"died", b"released"], 0.0)
+    got = store.claim("q", 3, lease=0.2)[0].deliveries()
+    token = int(got[0].receipt.partition(":")[2], 16)
+    assert [d.deliveries for d in got] == [1, 1, 1]
+    assert [d.deliveries for d in store.browse("q", 10, 0, None)] == [1, 1, 1]
+    store.requeue(retried, token, b"retried", delay=0.0)
+    store.release([(released, token)])
+    assert [d.deliveries for d in store.browse("q", 10, 0, None)] == [1, 1, 0]
+    time.sleep(0.3)  # the lease ends with "died" unsettled
+    again = store.claim("q", 3, lease=BOUND)[0].deliveries()
+    assert sorted((d.data, d.deliveries) for d in again) == [(b"died", 2), (b"released", 1), (b"retried", 2)]
+    store.close()
+
+
+def test_a_format_2_file_has_the_current_delivery_taken_off_its_leased_messages(tmp_path: Path) -> None:
+    """Files written before this format counted a delivery when leasing: opened now, a leased
+    message's count loses that one (its lease counts it when it ends), others keep theirs. So a
+    receipt says what it said before: an ended lease's message is at its third delivery."""
+    path = tmp_path / "q.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in SCHEMA:
+        conn.execute(statement)
+    now = time.time()
+    conn.executemany(
+        f"INSERT INTO {TABLE} (queue, body, available_at, lease_token, deliveries, created_at)"
+        " VALUES ('q', ?, ?, ?, ?, ?)",
+        [(b"ready", now - 9, None, 1, now - 9), (b"leased", now - 8, 7, 2, now - 8)],
+    )
+    conn.execute(f"INSERT INTO {LEASES} VALUES (7, 'q', ?, ?, 1)", (now - 1, "2"))
+    conn.close()
+
+    store = Store(str(path), synchronous="NORMAL", busy_timeout=BOUND)
+    got = store.claim("q", 10, lease=BOUND)[0].deliveries()
+    assert sorted((d.data, d.deliveries) for d in got) == [(b"leased", 3), (b"ready", 2)]
+    assert store._connection().execute("PRAGMA user_version").fetchall() == [(FORMAT,)]
+    store.close()
+    again = Store(str(path), synchronous="NORMAL", busy_timeout=BOUND)  # converted once, not twice
+    assert [d.deliveries for d in again.browse("q", 10, 0, None)] == [2, 3]
+    again.close()
 
 
 BODIES = [b"", bytes(range(256)), b"\x00\xff\x00", "é,:'".encode(), b"x" * 10_000, b"last"]
