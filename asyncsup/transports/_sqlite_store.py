@@ -52,6 +52,7 @@ from itertools import accumulate, repeat
 from pathlib import Path
 
 from asyncsup.errors import TransportError
+from asyncsup.transports._sqlite_checkpoint import Checkpointer
 from asyncsup.transports.base import Delivery, QueueCounts, lease_receipt
 
 TABLE = "asyncsup_queue"
@@ -204,6 +205,7 @@ class Store:
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        self._checkpointer = Checkpointer(path, busy_timeout)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -226,10 +228,20 @@ class Store:
                 for statement in SCHEMA:
                     conn.execute(statement)
                 _upgrade(conn)
+            if self._checkpointer.start():  # off this thread from now on (_sqlite_checkpoint.py)
+                conn.execute("PRAGMA wal_autocheckpoint=0")
         except BaseException:
             conn.close()
             raise
         return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; after its commit, a checkpoint in the background if one is due."""
+        conn = self._connection()
+        with _write(conn):
+            yield conn
+        self._checkpointer.after_write()
 
     def _switch_to_wal(self, conn: sqlite3.Connection) -> None:
         """WAL mode is stored in the file; the first connection to a new file switches it.
@@ -253,8 +265,7 @@ class Store:
     def publish(self, queue: str, bodies: Sequence[bytes], delay: float) -> list[int]:
         if not bodies:
             return []
-        conn = self._connection()
-        with _write(conn):
+        with self._transaction() as conn:
             now = time.time()
             at = now + max(delay, 0.0)
             conn.executemany(INSERT, [(queue, body, at, now) for body in bodies])
@@ -276,7 +287,7 @@ class Store:
             return Batch(queue), min((t for t in (first_due, first_end) if t is not None), default=None)
         token = secrets.randbits(63)
         suffix = lease_receipt(0, token)[1:]  # ":<token>", formatted once per batch
-        with _write(conn):
+        with self._transaction():
             now = time.time()
             if ended:
                 _give_back_ended(conn, queue, now)
@@ -292,8 +303,7 @@ class Store:
         """Delete leased messages: ids by the token of the lease they must still hold."""
         if not by_token:
             return
-        conn = self._connection()
-        with _write(conn):
+        with self._transaction() as conn:
             for token, all_ids in by_token.items():
                 ids = sorted(set(all_ids))
                 if ids and ids[-1] - ids[0] + 1 == len(ids):  # no id of the range missing
@@ -315,9 +325,8 @@ class Store:
         self._write_many(EXTEND, [(until, token) for token in sorted({token for _, token in pairs})])
 
     def remove(self, queue: str, ids: Sequence[int]) -> int:
-        conn = self._connection()
         removed = 0
-        with _write(conn):
+        with self._transaction() as conn:
             for message_id in ids:
                 holder = conn.execute(HOLDER, (message_id, queue)).fetchall()
                 if conn.execute(REMOVE, (message_id, queue)).rowcount:
@@ -331,8 +340,7 @@ class Store:
         transaction, and count off from each lease the messages it settled."""
         if not params:
             return
-        conn = self._connection()
-        with _write(conn):
+        with self._transaction() as conn:
             done: Counter[int] = Counter()
             for args in params:
                 token = args[-1]
@@ -345,9 +353,9 @@ class Store:
         """One statement over a batch, in one transaction; how many rows it changed."""
         if not params:
             return 0
-        conn = self._connection()
-        with _write(conn):
-            return conn.executemany(sql, params).rowcount
+        with self._transaction() as conn:
+            changed = conn.executemany(sql, params).rowcount
+        return changed
 
     def counts(self, queue: str) -> QueueCounts:
         conn = self._connection()
@@ -368,6 +376,7 @@ class Store:
 
     def close(self) -> None:
         self._closed = True
+        self._checkpointer.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()

@@ -15,6 +15,7 @@ import pytest
 from anyio.abc import Process
 
 from asyncsup.errors import TransportError
+from asyncsup.transports._sqlite_checkpoint import CHECKPOINT_FRAMES, Checkpointer
 from asyncsup.transports._sqlite_store import (
     COUNT_DELAYED,
     COUNT_READY,
@@ -294,6 +295,41 @@ def test_a_format_2_file_has_the_current_delivery_taken_off_its_leased_messages(
     again = Store(str(path), synchronous="NORMAL", busy_timeout=BOUND)  # converted once, not twice
     assert [d.deliveries for d in again.browse("q", 10, 0, None)] == [2, 3]
     again.close()
+
+
+def test_checkpoints_run_on_their_own_thread_once_the_wal_has_grown(tmp_path: Path) -> None:
+    """The store's connection never checkpoints (wal_autocheckpoint off); its Checkpointer does,
+    on another thread, once CHECKPOINT_FRAMES wait: the WAL's backlog stays bounded as SQLite's
+    own would, and every message is still there."""
+    path = str(tmp_path / "q.db")
+    store = Store(path, synchronous="NORMAL", busy_timeout=BOUND)
+    body = b"x" * 1000  # 4 a page: 1,000 frames in about 4,000 messages
+    for _ in range(12):
+        store.publish("q", [body] * 1000, 0.0)
+    conn = store._connection()
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchall() == [(0,)]
+    checkpointer = store._checkpointer
+    deadline = time.monotonic() + BOUND
+    while checkpointer.checkpoints < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert checkpointer.checkpoints >= 2, checkpointer
+    threads = {t.name.rsplit("_", 1)[0] for t in threading.enumerate()}
+    assert "asyncsup-sqlite-checkpoint" in threads
+    if checkpointer._running is not None:
+        checkpointer._running.result(timeout=BOUND)  # the last one done: the backlog is what came since
+    waiting = checkpointer.waiting()
+    assert waiting is not None and waiting < CHECKPOINT_FRAMES
+    assert store.counts("q") == QueueCounts(ready=12_000, in_flight=0, delayed=0)
+    store.close()
+    assert "asyncsup-sqlite-checkpoint" not in {t.name.rsplit("_", 1)[0] for t in threading.enumerate()}
+
+
+def test_without_a_readable_wal_index_sqlite_checkpoints_by_itself(tmp_path: Path) -> None:
+    """No -shm file, or one in a layout we do not know: the Checkpointer stays off, so the store
+    keeps SQLite's own autocheckpoint."""
+    assert not Checkpointer(str(tmp_path / "none.db"), 1.0).start()
+    (tmp_path / "odd.db-shm").write_bytes(b"\x01" * 136)
+    assert not Checkpointer(str(tmp_path / "odd.db"), 1.0).start()
 
 
 BODIES = [b"", bytes(range(256)), b"\x00\xff\x00", "é,:'".encode(), b"x" * 10_000, b"last"]
