@@ -98,6 +98,9 @@ FIRST_DUE = (
     f"SELECT available_at FROM {TABLE} WHERE queue = ? AND lease_token IS NULL ORDER BY available_at LIMIT 1"
 )
 FIRST_LEASE_END = f"SELECT MIN(until) FROM {LEASES} WHERE queue = ?"
+# Both in one statement: each statement is a trip through the GIL for the connection's thread,
+# which waits for it while the event loop is busy (see consumer/worker.py).
+NEXT_TIMES = f"SELECT ({FIRST_DUE}), ({FIRST_LEASE_END})"
 READY = (
     f"SELECT id, body, deliveries FROM {TABLE}"
     " WHERE queue = ? AND available_at <= ? AND lease_token IS NULL ORDER BY available_at, id LIMIT ?"
@@ -278,9 +281,7 @@ class Store:
         message or lease end is due, or None)."""
         conn = self._connection()
         # Plain reads first: an idle queue costs no write lock, which other processes would feel.
-        due = conn.execute(FIRST_DUE, (queue,)).fetchall()
-        first_due = due[0][0] if due else None
-        first_end = conn.execute(FIRST_LEASE_END, (queue,)).fetchall()[0][0]
+        first_due, first_end = conn.execute(NEXT_TIMES, (queue, queue)).fetchone()
         now = time.time()
         ended = first_end is not None and first_end <= now
         if not ended and (first_due is None or first_due > now):

@@ -25,6 +25,7 @@ from asyncsup.transports._sqlite_store import (
     FORMAT,
     LEASE_READY,
     LEASES,
+    NEXT_TIMES,
     READY,
     READY_PACKED,
     SCHEMA,
@@ -163,6 +164,10 @@ def test_receive_and_counts_use_the_index_without_sorting(tmp_path: Path) -> Non
     for sql, params in ((FIRST_LEASE_END, ("q",)), (ENDED_LEASES, ("q", 0.0))):
         plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
         assert f"INDEX {LEASES}_until (queue=?" in plan, plan
+    plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + NEXT_TIMES, ("q", "q")))
+    assert f"INDEX {TABLE}_ready (queue=?" in plan and f"INDEX {LEASES}_until (queue=?" in plan, plan
+    plan = plan.replace("SCAN CONSTANT ROW", "")  # the outer SELECT of the two subqueries
+    assert "TEMP B-TREE" not in plan and "SCAN" not in plan, plan
     conn.close()
 
 
