@@ -13,7 +13,8 @@ accept the same bytes. With msgspec, ``decode`` first tries a typed decode that 
 the whole envelope in one C call (0.75 µs instead of 1.2); anything that typed decode refuses goes
 through the generic path, so what is accepted and every error message are the same either way.
 The consumer goes one step further where it can (``split_fast``, HandlerRegistry.decode_fast): it
-leaves the body as JSON bytes for the handler's body type to decode straight from them.
+leaves the body as JSON bytes for the handler's body type to decode straight from them, and makes
+an Envelope only where something reads it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from asyncsup.errors import DecodeError
 
@@ -54,8 +55,8 @@ ENVELOPE_KEYS = frozenset({"id", "type", "version", "body", "headers"})
 class Envelope:
     """One message as it travels: identity, type, body (plain JSON data) and headers.
 
-    A received envelope may keep its body as the JSON bytes it came in (``split``): the handler's
-    body type was decoded from them directly, and ``body`` parses them only if something asks.
+    A received envelope may keep its body as the JSON bytes it came in (Head): the handler's body
+    type was decoded from them directly, and ``body`` parses them only if something asks.
     """
 
     __slots__ = ("_body", "_json", "headers", "id", "type", "version")
@@ -84,7 +85,7 @@ class Envelope:
 
     @property
     def body(self) -> Any:
-        if self._json is not None:  # valid JSON: split() hands it out only once a decoder took it
+        if self._json is not None:  # valid JSON: see Head.envelope
             self._body, self._json = _loads(self._json), None
         return self._body
 
@@ -95,12 +96,22 @@ class Envelope:
         return value if type(value) is int and value >= 1 else 1
 
 
-Split = Callable[[bytes], "tuple[Envelope, Any] | None"]
+class Head(Protocol):
+    """An envelope as split_fast leaves it: checked, except its body, still JSON bytes."""
+
+    type: str
+    version: int
+    body: Any  # msgspec.Raw: the body's JSON, skipped over, not checked
+
+    def envelope(self) -> Envelope:
+        """The Envelope, its body parsed only when read. Only once the handler's decoder accepted
+        ``body``: until then nothing says those bytes are JSON at all."""
+        ...
 
 
-def _msgspec_decoders() -> tuple[Callable[[bytes], Envelope | None], Split] | None:
+def _msgspec_decoders() -> tuple[Callable[[bytes], Envelope | None], Callable[[bytes], Head | None]] | None:
     """With msgspec: bytes -> Envelope in one call (or None for anything it does not accept),
-    and the same with the body left as JSON bytes, for split()."""
+    and bytes -> Head for split_fast."""
     try:
         import msgspec
     except ImportError:  # pragma: no cover - depends on the environment
@@ -114,10 +125,20 @@ def _msgspec_decoders() -> tuple[Callable[[bytes], Envelope | None], Split] | No
         headers: dict[str, Any]
         version: int = 1
 
-    class Head(Wire):  # type: ignore[misc,unused-ignore]
+    # gc=False: the collector need not track it (its only container, headers, holds parsed JSON).
+    class RawHead(msgspec.Struct, forbid_unknown_fields=True, gc=False):  # type: ignore[misc,call-arg,unused-ignore]
+        id: str
+        type: Annotated[str, msgspec.Meta(min_length=1)]
         body: msgspec.Raw  # skipped over, not parsed: the handler's own decoder parses it
+        headers: dict[str, Any]
+        version: int = 1
 
-    wire, head = msgspec.json.Decoder(Wire), msgspec.json.Decoder(Head)
+        def envelope(self) -> Envelope:
+            envelope = Envelope(self.id, self.type, None, self.version, self.headers)
+            envelope._json = self.body
+            return envelope
+
+    wire, head = msgspec.json.Decoder(Wire), msgspec.json.Decoder(RawHead)
 
     def typed(data: bytes) -> Envelope | None:
         try:
@@ -126,23 +147,19 @@ def _msgspec_decoders() -> tuple[Callable[[bytes], Envelope | None], Split] | No
             return None
         return Envelope(w.id, w.type, w.body, w.version, w.headers)
 
-    def split(data: bytes) -> tuple[Envelope, Any] | None:
+    def split(data: bytes) -> Head | None:
         try:
-            h = head.decode(data)
+            h: Head = head.decode(data)
         except _codec_errors:
             return None
-        envelope = Envelope(h.id, h.type, None, h.version, h.headers)
-        envelope._json = h.body
-        return envelope, h.body
+        return h
 
     return typed, split
 
 
 _typed, split_fast = _msgspec_decoders() or (None, None)
-"""split_fast(data), with msgspec: (envelope, its body as JSON bytes) or None, for a handler whose
-body type decodes from JSON directly (HandlerRegistry.decode_fast). The bytes of the body are only
-skipped over, not checked: the envelope must not be used unless the handler's decoder accepted them
-(after which ``envelope.body`` parses them when asked)."""
+"""split_fast(data), with msgspec: the envelope's Head, or None, for a handler whose body type
+decodes from JSON directly (HandlerRegistry.decode_fast)."""
 
 
 def new_id() -> str:

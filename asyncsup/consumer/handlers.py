@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from asyncsup.consumer.bodies import BodyDecoder, decoder_for, identity, json_decoder_for
-from asyncsup.consumer.envelope import Envelope, split_fast
+from asyncsup.consumer.envelope import Envelope, Head, split_fast
 from asyncsup.consumer.versions import MARK as UPCASTER_MARK
 from asyncsup.consumer.versions import Upcast, Upcasters, check_version, declared_version
 from asyncsup.errors import ConfigError, NoHandler
@@ -184,24 +184,24 @@ class HandlerRegistry:
             raise NoHandler(message_type, self._specs)
         return spec
 
-    def decode_fast(self, data: bytes) -> tuple[Envelope, HandlerSpec, Any] | None:
-        """Envelope, handler and body-to-build in one pass over the bytes, for a message at its
-        handler's version whose body msgspec decodes as the checks would (bodies.json_decoder_for).
+    def decode_fast(self, data: bytes) -> tuple[Head, HandlerSpec, Any] | None:
+        """Envelope head, handler and body-to-build in one pass over the bytes, for a message at
+        its handler's version whose body msgspec decodes as the checks would (json_decoder_for).
         None for anything else: the general path (decode, get, upgrade, spec.decode) decides, with
         the same result and the precise error. The caller builds the body with ``spec.build``,
-        which runs the body class's own __init__ (and raises what it raises, like spec.decode)."""
+        which runs the body class's own __init__ (and raises what it raises, like spec.decode),
+        and the Envelope with ``head.envelope()`` if it needs one."""
         head = split_fast(data) if split_fast is not None else None
         if head is None:
             return None
-        envelope, raw = head
-        spec = self._specs.get(envelope.type)
-        if spec is None or spec.from_json is None or spec.version != envelope.version:
+        spec = self._specs.get(head.type)
+        if spec is None or spec.from_json is None or spec.version != head.version:
             return None
         try:
-            parts = spec.from_json(raw)
+            parts = spec.from_json(head.body)
         except Exception:  # refused (or a default_factory failed): the general path says why
             return None
-        return envelope, spec, parts
+        return head, spec, parts
 
     def upgrade(self, envelope: Envelope, spec: HandlerSpec) -> Any:
         """The body of a message not at its handler's version, upgraded by the upcasters (or

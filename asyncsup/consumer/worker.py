@@ -35,7 +35,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from asyncsup.config import Consumer
-from asyncsup.consumer.envelope import Envelope, decode
+from asyncsup.consumer.envelope import Envelope, Head, decode
 from asyncsup.consumer.handlers import HandlerRegistry
 from asyncsup.consumer.limits import Limits, rss_bytes
 from asyncsup.consumer.outcomes import Settler, Source
@@ -49,6 +49,13 @@ log = logging.getLogger("asyncsup.consumer")
 
 MEMORY_CHECK_INTERVAL = 0.5  # seconds between RSS reads: /proc costs ~10 µs, not per message
 YIELD_EVERY = 64  # messages a worker handles in a row before it lets the loop run other tasks
+
+
+def _check_deliveries(delivery: Delivery, envelope: Envelope) -> None:
+    """A message received again and again without an outcome kills its consumers: fail it."""
+    n = delivery.deliveries
+    if n > 1 + MAX_UNSETTLED_DELIVERIES and n > envelope.attempt + MAX_UNSETTLED_DELIVERIES:
+        raise unsettled_error(n, envelope.attempt)
 
 
 class Worker:
@@ -211,20 +218,23 @@ class Worker:
         self._running += 1
         started = time.perf_counter()  # for the duration histogram (and -vv logs)
         envelope: Envelope | None = None
+        head: Head | None = None
         try:
-            fast = self._registry.decode_fast(delivery.data)  # with msgspec: one pass, mostly
-            if fast is None:
+            fast = self._registry.decode_fast(delivery.data)
+            if fast is not None:  # with msgspec, most messages: envelope and body in one pass
+                head, spec, parts = fast
+                if delivery.deliveries > 1 or spec.takes_envelope or self._debug:
+                    envelope = head.envelope()  # made only where something reads it
+                    _check_deliveries(delivery, envelope)
+                body = spec.build(parts)
+            else:  # field by field, older versions upgraded (upcasters), the precise error
                 envelope = decode(delivery.data)
                 spec = self._registry.get(envelope.type)
-            else:
-                envelope, spec, parts = fast
-            n = delivery.deliveries
-            if n > 1 + MAX_UNSETTLED_DELIVERIES and n > envelope.attempt + MAX_UNSETTLED_DELIVERIES:
-                raise unsettled_error(n, envelope.attempt)
-            # The general path upgrades older versions (upcasters) and checks the body field by field.
-            body = self._registry.decode_body(envelope, spec) if fast is None else spec.build(parts)
+                _check_deliveries(delivery, envelope)
+                body = self._registry.decode_body(envelope, spec)
             if self._debug:
-                log.debug("%s: received %s attempt %d", self.name, envelope.type, envelope.attempt)
+                attempt = envelope.attempt if envelope is not None else 1
+                log.debug("%s: received %s attempt %d", self.name, spec.message_type, attempt)
             args = (body, envelope) if spec.takes_envelope else (body,)
             if spec.is_async:
                 await spec.func(*args)
@@ -232,6 +242,8 @@ class Worker:
                 limiter = self._limiter  # abandon on cancel: a forced shutdown cannot wait for a thread
                 await anyio.to_thread.run_sync(spec.func, *args, abandon_on_cancel=True, limiter=limiter)
         except Exception as exc:
+            if envelope is None and head is not None:
+                envelope = head.envelope()
             await self._settler.settle_failure(i, delivery, envelope, exc)
             self._check_limits()
         else:

@@ -12,7 +12,7 @@ import anyio
 import pytest
 from consumer_rig import Counter, Rig, consumer, registry, run_until_stopped, worker_for
 
-from asyncsup.consumer.envelope import decode, encode, new_envelope
+from asyncsup.consumer.envelope import Envelope, decode, encode, new_envelope
 from asyncsup.consumer.outcomes import UNDECODABLE
 from asyncsup.consumer.retry import MAX_UNSETTLED_DELIVERIES
 from asyncsup.consumer.worker import Worker
@@ -187,6 +187,64 @@ async def test_message_redelivered_without_outcome_is_bounded(rig: Rig) -> None:
     assert called.calls == []
     [env] = await rig.envelopes(failed)
     assert "without an outcome" in env.headers["error"] and "poison" in env.headers["error"]
+
+
+@dataclass
+class Checked:
+    n: int
+
+    def __post_init__(self) -> None:
+        if self.n < 0:
+            raise ValueError(f"n must not be negative, got {self.n}")
+
+
+async def test_typed_bodies_keep_their_envelope_through_retries_and_failure(rig: Rig) -> None:
+    """With msgspec a dataclass body is decoded straight from the bytes and the Envelope is made
+    only when read: a handler that asks for it, a retry and the failure queue still see the whole
+    message (id, body, headers), and a body class that refuses a value fails like a handler."""
+    source, failed = rig.source("q"), rig.source("failed")
+    await rig.publish(source, {"n": 1}, trace="t-1")
+    await rig.publish(source, {"n": -1}, type="Checked")
+    [first, _] = await rig.envelopes(source)
+    seen: list[tuple[int, int, dict[str, Any], str]] = []
+
+    async def ping(msg: Ping, envelope: Envelope) -> None:
+        seen.append((msg.n, envelope.attempt, envelope.body, envelope.headers["trace"]))
+        raise RuntimeError(f"boom {envelope.attempt}")
+
+    async def checked(msg: Checked) -> None:
+        raise AssertionError("never called: the body class refused the message")
+
+    reg = registry(("Ping", ping), ("Checked", checked))
+    # Each message: three attempts (the rig's policy retries twice), three outcomes.
+    worker = Worker(consumer(limit=6), [source], reg, shutdown=Shutdown(5), failure=failed)
+    result = await run_until_stopped(worker)
+    assert seen == [(1, attempt, {"n": 1}, "t-1") for attempt in (1, 2, 3)]
+    assert (result.statistics.retried, result.statistics.failed) == (4, 2)
+    by_type = {env.type: env for env in await rig.envelopes(failed)}
+    ping_failed, checked_failed = by_type["Ping"], by_type["Checked"]
+    assert (ping_failed.id, ping_failed.body, ping_failed.headers["trace"]) == (first.id, {"n": 1}, "t-1")
+    assert ping_failed.headers["error"].startswith("RuntimeError: boom 3")
+    assert ping_failed.headers["attempts"] == 3
+    assert checked_failed.body == {"n": -1} and "n must not be negative" in checked_failed.headers["error"]
+
+
+async def test_typed_body_redelivered_without_outcome_is_bounded(rig: Rig) -> None:
+    """The check on messages that keep killing their consumer also holds on the typed fast path."""
+    source, failed = rig.source("q"), rig.source("failed")
+    await rig.publish(source, {"n": 1})
+    for _ in range(MAX_UNSETTLED_DELIVERIES + 1):
+        [d] = await source.transport.receive(1, lease=30, wait=0)
+        await source.transport.requeue(d, d.data, delay=0)
+    called = Counter()
+
+    async def ping(msg: Ping) -> None:
+        called.hit()
+
+    await run_until_stopped(worker_for(consumer(limit=1), source, ping, failure=failed))
+    assert called.calls == []
+    [env] = await rig.envelopes(failed)
+    assert "poison" in env.headers["error"] and env.body == {"n": 1}
 
 
 async def test_without_failure_transport_failures_are_logged_whole_then_acked(

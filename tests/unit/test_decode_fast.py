@@ -146,7 +146,7 @@ def test_the_fast_envelope_reads_and_encodes_like_the_checked_one() -> None:
     data = envelope_bytes({"image_id": 7, "meta": {"k": [1, "é"]}})
     fast = registry.decode_fast(data)
     assert fast is not None
-    envelope = fast[0]
+    envelope = fast[0].envelope()
     checked = decode(data)
     assert envelope == checked and encode(envelope) == encode(checked) == data
     assert envelope.body == {"image_id": 7, "meta": {"k": [1, "é"]}} and envelope.attempt == 1
