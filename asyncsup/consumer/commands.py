@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -148,6 +149,27 @@ def _add_consume(parser: argparse.ArgumentParser) -> None:
 
 
 SWITCH_INTERVAL = 20e-6  # seconds; see hand_over_gil_promptly()
+GC_YOUNG_THRESHOLD = 20_000  # allocations between two collections of young objects (CPython: 700)
+
+
+def tune_process_for_consuming() -> None:
+    """What `asyncsup consume` sets for its whole process, which only consumes (both below)."""
+    hand_over_gil_promptly()
+    collect_young_objects_less_often()
+
+
+def collect_young_objects_less_often() -> None:
+    """Collect the youngest generation every 20,000 allocations instead of every 700.
+
+    Each message allocates a few objects the cyclic collector tracks (its Delivery, its body, the
+    handler's coroutine), and reference counting frees them: none is ever part of a cycle. Yet a
+    young collection every 700 allocations scans them all: 6 % of a no-op consumer's CPU time
+    (0.2 µs a message, benchmarks/README.md). The young generation stays small either way (a few MB
+    at most); the older generations keep their own thresholds, counted in young collections.
+    """
+    young, middle, old = gc.get_threshold()
+    if young:  # 0: the collector is off, and stays off
+        gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), middle, old)
 
 
 def hand_over_gil_promptly() -> None:
@@ -172,7 +194,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
     consumer = consumer_from_args(config, args)
     registry = build_registry(config, consumer)
     timeout = config.settings.shutdown_timeout if config is not None else 30.0
-    hand_over_gil_promptly()  # this process only consumes: its transport threads keep up
+    tune_process_for_consuming()  # this process only consumes
     return run_async(lambda: _consume(config, consumer, registry, timeout))
 
 
