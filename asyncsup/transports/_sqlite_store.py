@@ -113,9 +113,12 @@ READY = (
 # consumer/worker.py). group_concat keeps the order of the subquery's rows. A batch too big for one
 # value (SQLite's length limit, 1 GB by default) is read row by row instead.
 READY_PACKED = (
-    "SELECT group_concat(id), group_concat(deliveries + 1), group_concat(length(CAST(body AS BLOB))),"
+    "SELECT group_concat(id), max(deliveries), group_concat(length(CAST(body AS BLOB))),"
     f" CAST(group_concat(body, '') AS BLOB) FROM ({READY})"
 )
+# Most batches are first deliveries only (max 0 above): their counts go without saying. Else this
+# reads them, in the same transaction, so of the same rows.
+READY_COUNTS = f"SELECT group_concat(deliveries + 1) FROM ({READY})"
 LEASE_READY = (
     f"UPDATE {TABLE} SET lease_token = ?"
     f" WHERE id IN (SELECT id FROM {TABLE} WHERE queue = ? AND available_at <= ? AND lease_token IS NULL"
@@ -160,7 +163,7 @@ BROWSE_AFTER = f"{BROWSED} WHERE +queue = ? AND id > ? ORDER BY id LIMIT ?"
 HOLDER = f"SELECT lease_token FROM {TABLE} WHERE id = ? AND queue = ?"
 REMOVE = f"DELETE FROM {TABLE} WHERE id = ? AND queue = ?"
 
-Packed = tuple[str, str, str, bytes]  # ids, delivery counts, body sizes (comma-separated), bodies
+Packed = tuple[str, str | None, str, bytes]  # ids, delivery counts (None: all 1), body sizes, bodies
 
 
 class Batch:
@@ -200,7 +203,7 @@ class Batch:
         receipts = (ids.replace(",", self._suffix + ",") + self._suffix).split(",")
         ends = list(accumulate(map(int, sizes.split(","))))
         bodies = map(data.__getitem__, map(slice, [0, *ends[:-1]], ends))
-        count = map(int, counts.split(","))
+        count = repeat(1) if counts is None else map(int, counts.split(","))
         return list(map(Delivery, receipts, bodies, count, repeat(self._queue)))
 
 
@@ -400,7 +403,11 @@ def _ready(conn: sqlite3.Connection, queue: str, now: float, limit: int, suffix:
         rows = conn.execute(READY, (queue, now, limit)).fetchall()
         batch = [Delivery(f"{i}{suffix}", body, n + 1, queue) for i, body, n in rows]
         return Batch(queue, unpacked=batch, ids=",".join(str(row[0]) for row in rows))
-    return Batch(queue) if row[0] is None else Batch(queue, packed=row, suffix=suffix)
+    if row[0] is None:
+        return Batch(queue)
+    ids, most, sizes, data = row
+    counts = conn.execute(READY_COUNTS, (queue, now, limit)).fetchone()[0] if most else None
+    return Batch(queue, packed=(ids, counts, sizes, data), suffix=suffix)
 
 
 def _give_back_ended(conn: sqlite3.Connection, queue: str, now: float) -> None:

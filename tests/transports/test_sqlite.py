@@ -27,6 +27,7 @@ from asyncsup.transports._sqlite_store import (
     LEASES,
     NEXT_TIMES,
     READY,
+    READY_COUNTS,
     READY_PACKED,
     SCHEMA,
     TABLE,
@@ -152,7 +153,7 @@ def test_receive_and_counts_use_the_index_without_sorting(tmp_path: Path) -> Non
     conn = sqlite3.connect(tmp_path / "plan.db")
     for statement in SCHEMA:
         conn.execute(statement)
-    claim = ((READY_PACKED, ("q", 0.0, 10)), (LEASE_READY, (1, "q", 0.0, 10)))
+    claim = ((READY_PACKED, ("q", 0.0, 10)), (READY_COUNTS, ("q", 0.0, 10)), (LEASE_READY, (1, "q", 0.0, 10)))
     counts = ((COUNT_READY, ("q", 0.0)), (COUNT_DELAYED, ("q", 0.0)))
     reads = ((READY, ("q", 0.0, 10)), (FIRST_DUE, ("q",)), *counts)
     for sql, params in (*reads, *claim):
