@@ -182,7 +182,7 @@ def consume_with_lease(conn: sqlite3.Connection, select: str, n: int) -> None:
         conn.execute("BEGIN IMMEDIATE")
         now = time.time()
         ids = [row[0] for row in conn.execute(select, ("bench", now)).fetchall()]
-        _raw_sqlite.lease(conn, "bench", token, ids, now + 30.0)
+        _raw_sqlite.lease(conn, "bench", token, ids, now, now + 30.0)
         conn.execute("COMMIT")
         conn.execute("BEGIN IMMEDIATE")  # the handlers would run here
         _raw_sqlite.ack(conn, token, ids)

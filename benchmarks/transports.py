@@ -112,7 +112,7 @@ def raw_leasing(path: Path, messages: int, batch: int) -> Measure:
         rows = conn.execute(READY, ("raw", now, batch)).fetchall()
         ids = [row[0] for row in rows]
         if ids:
-            _raw_sqlite.lease(conn, "raw", token, ids, now + 60.0)
+            _raw_sqlite.lease(conn, "raw", token, ids, now, now + 60.0)
         conn.execute("COMMIT")
         if not rows:
             break

@@ -114,7 +114,7 @@ READY = (
 # value (SQLite's length limit, 1 GB by default) is read row by row instead.
 READY_PACKED = (
     "SELECT group_concat(id), max(deliveries), group_concat(length(CAST(body AS BLOB))),"
-    f" CAST(group_concat(body, '') AS BLOB) FROM ({READY})"
+    f" CAST(group_concat(body, '') AS BLOB), min(id), max(id) FROM ({READY})"
 )
 # Most batches are first deliveries only (max 0 above): their counts go without saying. Else this
 # reads them, in the same transaction, so of the same rows.
@@ -123,6 +123,13 @@ LEASE_READY = (
     f"UPDATE {TABLE} SET lease_token = ?"
     f" WHERE id IN (SELECT id FROM {TABLE} WHERE queue = ? AND available_at <= ? AND lease_token IS NULL"
     " ORDER BY available_at, id LIMIT ?)"
+)
+# The usual batch is every id from its lowest to its highest (a queue read in order): then the lease
+# marks that range, a rowid range scan, instead of running the claim's query again (0.66 against
+# 0.78 µs a row). "+": keeps the planner off the ready index, which it would pick (2 µs a row).
+LEASE_RANGE = (
+    f"UPDATE {TABLE} SET lease_token = ?"
+    " WHERE id BETWEEN ? AND ? AND +queue = ? AND +available_at <= ? AND lease_token IS NULL"
 )
 OPEN_LEASE = f"INSERT INTO {LEASES} (token, queue, until, ids, open) VALUES (?, ?, ?, ?, ?)"
 ENDED_LEASES = f"SELECT token, ids FROM {LEASES} WHERE queue = ? AND until <= ?"
@@ -175,7 +182,7 @@ class Batch:
     A batch too big to pack comes as deliveries already.
     """
 
-    __slots__ = ("_packed", "_queue", "_suffix", "_unpacked", "ids", "size")
+    __slots__ = ("_packed", "_queue", "_suffix", "_unpacked", "ids", "size", "span")
 
     def __init__(
         self,
@@ -184,6 +191,7 @@ class Batch:
         suffix: str = "",
         unpacked: Sequence[Delivery] = (),
         ids: str = "",
+        span: tuple[int, int] = (0, -1),
     ) -> None:
         self._queue = queue
         self._packed = packed
@@ -191,6 +199,7 @@ class Batch:
         self._unpacked = unpacked
         self.ids = packed[0] if packed is not None else ids  # comma-separated, for the lease row
         self.size = len(unpacked) if packed is None else self.ids.count(",") + 1
+        self.span = span  # the lowest and the highest id
 
     def __repr__(self) -> str:
         return f"<Batch of {self.size} from {self._queue!r}>"
@@ -305,7 +314,7 @@ class Store:
                 _give_back_ended(conn, queue, now)
             got = _ready(conn, queue, now, max_count, suffix)
             if got.size:
-                leased = conn.execute(LEASE_READY, (token, queue, now, max_count)).rowcount
+                leased = _lease(conn, got, token, queue, now, max_count)
                 if leased != got.size:  # cannot happen while we hold the write lock; never hand out
                     raise TransportError(f"claimed {got.size} messages but leased {leased}")  # unleased
                 conn.execute(OPEN_LEASE, (token, queue, now + lease, got.ids, got.size))
@@ -402,12 +411,22 @@ def _ready(conn: sqlite3.Connection, queue: str, now: float, limit: int, suffix:
     except sqlite3.DataError:  # "string or blob too big"
         rows = conn.execute(READY, (queue, now, limit)).fetchall()
         batch = [Delivery(f"{i}{suffix}", body, n + 1, queue) for i, body, n in rows]
-        return Batch(queue, unpacked=batch, ids=",".join(str(row[0]) for row in rows))
+        ids = [row[0] for row in rows]
+        span = (min(ids), max(ids)) if ids else (0, -1)
+        return Batch(queue, unpacked=batch, ids=",".join(map(str, ids)), span=span)
     if row[0] is None:
         return Batch(queue)
-    ids, most, sizes, data = row
+    ids, most, sizes, data, low, high = row
     counts = conn.execute(READY_COUNTS, (queue, now, limit)).fetchone()[0] if most else None
-    return Batch(queue, packed=(ids, counts, sizes, data), suffix=suffix)
+    return Batch(queue, packed=(ids, counts, sizes, data), suffix=suffix, span=(low, high))
+
+
+def _lease(conn: sqlite3.Connection, got: Batch, token: int, queue: str, now: float, limit: int) -> int:
+    """Mark the claimed rows with the lease's token; how many it marked (all, as we hold the lock)."""
+    low, high = got.span
+    if high - low + 1 == got.size:  # distinct ids, as many as the range holds: exactly that range
+        return conn.execute(LEASE_RANGE, (token, low, high, queue, now)).rowcount
+    return conn.execute(LEASE_READY, (token, queue, now, limit)).rowcount
 
 
 def _give_back_ended(conn: sqlite3.Connection, queue: str, now: float) -> None:

@@ -23,6 +23,7 @@ from asyncsup.transports._sqlite_store import (
     FIRST_DUE,
     FIRST_LEASE_END,
     FORMAT,
+    LEASE_RANGE,
     LEASE_READY,
     LEASES,
     NEXT_TIMES,
@@ -154,6 +155,8 @@ def test_receive_and_counts_use_the_index_without_sorting(tmp_path: Path) -> Non
     for statement in SCHEMA:
         conn.execute(statement)
     claim = ((READY_PACKED, ("q", 0.0, 10)), (READY_COUNTS, ("q", 0.0, 10)), (LEASE_READY, (1, "q", 0.0, 10)))
+    by_range = conn.execute("EXPLAIN QUERY PLAN " + LEASE_RANGE, (1, 1, 9, "q", 0.0)).fetchall()
+    assert [row[3] for row in by_range] == [f"SEARCH {TABLE} USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"]
     counts = ((COUNT_READY, ("q", 0.0)), (COUNT_DELAYED, ("q", 0.0)))
     reads = ((READY, ("q", 0.0, 10)), (FIRST_DUE, ("q",)), *counts)
     for sql, params in (*reads, *claim):
@@ -358,6 +361,35 @@ def test_a_claim_hands_out_any_bytes_oldest_due_first(tmp_path: Path) -> None:
     assert [d.data for d in first] == expected[:5] and [d.data for d in rest] == expected[5:]
     assert [d.deliveries for d in first + rest] == [1] * 6
     assert store.counts("q") == QueueCounts(ready=0, in_flight=6, delayed=0)
+    store.close()
+
+
+def test_a_lease_marks_exactly_the_claimed_rows_when_their_ids_have_gaps(tmp_path: Path) -> None:
+    """A batch whose ids are every id from lowest to highest is leased by that range; one with a
+    gap (another queue's message, a delayed one) by the claim's query: either way exactly what the
+    claim hands out, and the message in the gap stays where it was."""
+    store = Store(str(tmp_path / "q.db"), synchronous="NORMAL", busy_timeout=BOUND)
+    store.publish("q", [b"a", b"b"], 0.0)
+    store.publish("other", [b"x"], 0.0)
+    store.publish("q", [b"c"], BOUND)  # delayed
+    store.publish("q", [b"d", b"e"], 0.0)
+    gapped = store.claim("q", 10, lease=BOUND)[0].deliveries()
+    assert [d.data for d in gapped] == [b"a", b"b", b"d", b"e"]
+    assert store.counts("q") == QueueCounts(ready=0, in_flight=4, delayed=1)
+    assert store.counts("other") == QueueCounts(ready=1, in_flight=0, delayed=0)
+    store.publish("q", [b"f", b"g", b"h"], 0.0)
+    ranged = store.claim("q", 10, lease=BOUND)[0].deliveries()
+    assert [d.data for d in ranged] == [b"f", b"g", b"h"]
+    assert store.counts("q") == QueueCounts(ready=0, in_flight=7, delayed=1)
+    assert [d.data for d in store.claim("other", 10, lease=BOUND)[0].deliveries()] == [b"x"]
+    # The oldest due first: a batch of two can skip the id between them, which must stay ready.
+    ids = store.publish("q", [b"i", b"j", b"k"], 0.0)
+    other = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
+    due = zip([1.0, 3.0, 2.0], ids, strict=True)
+    other.executemany(f"UPDATE {TABLE} SET available_at = ? WHERE id = ?", due)
+    other.close()
+    assert [d.data for d in store.claim("q", 2, lease=BOUND)[0].deliveries()] == [b"i", b"k"]
+    assert [d.data for d in store.claim("q", 2, lease=BOUND)[0].deliveries()] == [b"j"]
     store.close()
 
 
