@@ -105,9 +105,9 @@ READY = (
     f"SELECT id, body, deliveries FROM {TABLE}"
     " WHERE queue = ? AND available_at <= ? AND lease_token IS NULL ORDER BY available_at, id LIMIT ?"
 )
-# The claim's SELECT packs the whole batch into one row (ids, delivery counts and body sizes as
-# comma-separated text, the bodies end to end in one blob), and its UPDATE
-# finds the rows by the same query: each statement is one step of SQLite with the GIL released. Row
+# The claim's SELECT packs the whole batch into one row (ids and body sizes as comma-separated text,
+# the bodies end to end in one blob), and its UPDATE finds the rows by their id range or the same
+# query (LEASE_RANGE, LEASE_READY): each statement is one step of SQLite with the GIL released. Row
 # by row, the thread needs the GIL back after every row, and waits for it as long as the event loop
 # is busy with a batch: with the whole batch in one step, the claim runs while the loop works (see
 # consumer/worker.py). group_concat keeps the order of the subquery's rows. A batch too big for one
@@ -137,7 +137,8 @@ CLOSE_LEASE = f"DELETE FROM {LEASES} WHERE token = ?"
 # Batches name their rows in one IN list (a statement per batch, not per row: twice as fast as
 # executemany); a list holds at most CHUNK ids, well under SQLite's limit on parameters.
 CHUNK = 500
-# (Claims lease with LEASE_READY; the raw loops of benchmarks/ lease a batch by ids with this.)
+# (Claims lease with LEASE_RANGE or LEASE_READY; the raw loops of benchmarks/ lease a batch that is
+# no range by ids with this.)
 LEASE = f"UPDATE {TABLE} SET lease_token = ? WHERE id IN "
 # An ended lease's unsettled messages: delivered, not settled, counted now.
 GIVE_BACK = (
